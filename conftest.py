@@ -1,0 +1,209 @@
+"""mmgen-perf: options, the case parametrization, the gate, baseline updates and the summary."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+LARGE_GPU_BYTES = 100 * 2**30   # `large` cases need more memory than an 80 GB GPU leaves free
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("mmgen-perf")
+    g.addoption("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                help="where cases run: auto = cuda when a GPU is visible, else cpu")
+    g.addoption("--scale", choices=("auto", "tiny", "small", "paper"), default="auto",
+                help="model sizes: tiny (CPU seconds), small (one GPU, minutes), paper (published configs); "
+                     "auto = paper on a GPU, tiny on the CPU")
+    g.addoption("--baselines", metavar="DIR", default=str(ROOT / "baselines"),
+                help="baseline directory (<DIR>/<device-class>/<scale>.json)")
+    g.addoption("--update-baselines", action="store_true",
+                help="rewrite each run case's baseline entry from this run instead of gating on it")
+    g.addoption("--results", metavar="FILE", default=None,
+                help="write pytest-benchmark JSON (every figure in extra_info) to FILE")
+    g.addoption("--checkpoint", metavar="NAME=DIR", action="append", default=[],
+                help="use a local checkpoint directory for model NAME (e.g. llama-7b=/models/CodeLlama-7b-hf)")
+    g.addoption("--latency-threshold", type=float, default=None,
+                help="relative slowdown a case may show before the latency gate fails (default 0.05)")
+    g.addoption("--run-large", action="store_true", help="run `large` cases even on GPUs under 100 GiB")
+
+
+def _checkpoints(config) -> dict[str, str]:
+    from workloads.models.common import CheckpointError, check_checkpoint_dir
+    from workloads.registry import WORKLOADS
+
+    owners = {name: wl for wl in WORKLOADS.values() for name in wl.family.PRESETS}
+    out = {}
+    for spec in config.getoption("--checkpoint"):
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise pytest.UsageError(f"--checkpoint {spec!r}: expected NAME=DIR, e.g. llama-7b=/models/CodeLlama-7b-hf")
+        if name not in owners:
+            raise pytest.UsageError(f"--checkpoint {spec!r}: unknown model {name!r}; known: {sorted(owners)}")
+        try:
+            check_checkpoint_dir(path, owners[name].family.MODEL_TYPE)
+        except CheckpointError as e:
+            raise pytest.UsageError(f"--checkpoint {name}: {e}") from None
+        out[name] = path
+    return out
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    import torch
+
+    want = config.getoption("--device")
+    has_cuda = torch.cuda.is_available()
+    if want == "cuda" and not has_cuda:
+        raise pytest.UsageError(
+            "--device cuda: no CUDA GPU is available on this machine (torch.cuda.is_available() is False; "
+            f"torch {torch.__version__}). Use --device cpu, or --device auto to fall back."
+        )
+    device = torch.device("cuda" if want == "cuda" or (want == "auto" and has_cuda) else "cpu")
+    if device.type == "cpu":
+        # One thread: on small shared machines more threads make CPU timings swing 50x.
+        torch.set_num_threads(1)
+    threshold = config.getoption("--latency-threshold")
+    if threshold is not None and not 0 < threshold < 1:
+        raise pytest.UsageError(f"--latency-threshold {threshold}: expected a fraction between 0 and 1, e.g. 0.05")
+    if config.getoption("--results"):
+        # pytest-benchmark reads this option when it configures, which is after us.
+        config.option.benchmark_json = Path(config.getoption("--results"))
+    from workloads.cases import resolve_scale
+    from workloads.harness import Session
+
+    config._mmgen = {
+        "device": device,
+        "scale": resolve_scale(config.getoption("--scale"), device),
+        "session": Session(device, checkpoints=_checkpoints(config)),
+    }
+
+
+def pytest_generate_tests(metafunc):
+    if "case" not in metafunc.fixturenames:
+        return
+    from workloads.cases import UnknownCase, matrix
+    from workloads.levers import UnknownLever
+
+    st = metafunc.config._mmgen
+    workload = getattr(metafunc.module, "WORKLOAD", None)
+    levers = getattr(metafunc.module, "LEVERS", None)
+    if workload is None or levers is None:
+        raise pytest.UsageError(f"{metafunc.module.__name__} must define WORKLOAD and LEVERS to use the `case` fixture")
+    try:
+        cases = matrix(workload, tuple(levers), st["scale"], st["device"])
+    except (UnknownCase, UnknownLever) as e:
+        raise pytest.UsageError(f"{metafunc.module.__name__}: {e}") from None
+    metafunc.parametrize(
+        "case", [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, m) for m in c.marks]) for c in cases]
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    from workloads.measure.timing import REPLAY_CLOCK
+
+    device = config._mmgen["device"]
+    gpu_bytes = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 0
+    for item in items:
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+        if case is None:
+            continue
+        item.add_marker(pytest.mark.benchmark(timer=REPLAY_CLOCK, group=case.id.rsplit("/", 3)[0] + f"/{case.scale}/bs{case.batch}"))
+        if "gpu" in case.marks and device.type != "cuda":
+            item.add_marker(pytest.mark.skip(reason=f"{case.id} needs a CUDA GPU (running on the CPU)"))
+        elif "large" in case.marks and gpu_bytes < LARGE_GPU_BYTES and not config.getoption("--run-large"):
+            item.add_marker(pytest.mark.skip(
+                reason=f"{case.id} is `large`: needs a GPU of 100 GiB or more, this one has "
+                       f"{gpu_bytes / 2**30:.0f} GiB (--run-large to try anyway)"))
+
+
+@pytest.fixture(scope="session")
+def mmgen(request):
+    return request.config._mmgen
+
+
+@pytest.fixture
+def run_case(request, benchmark, mmgen):
+    """Time a case against eager, record it for pytest-benchmark, then gate or update its baseline."""
+    from workloads import baselines as bl
+    from workloads.harness import NotApplicable, run_case as harness_run
+    from workloads.measure.timing import REPLAY_CLOCK
+
+    config = request.config
+
+    def run(case):
+        try:
+            result = harness_run(case, mmgen["session"])
+        except NotApplicable as e:
+            pytest.skip(f"{case.id}: {e}")
+        samples = result["latency_ms"]["samples"]
+        REPLAY_CLOCK.load([s / 1e3 for s in samples])
+        benchmark.pedantic(REPLAY_CLOCK.advance, rounds=len(samples), iterations=1)
+        benchmark.extra_info.update(json.loads(json.dumps(result)))
+
+        path = bl.path_for(config.getoption("--baselines"), result["device_class"], case.scale)
+        if config.getoption("--update-baselines"):
+            bl.update(path, device_class=result["device_class"], scale=case.scale, case_id=case.id,
+                      entry=bl.entry_from_result(result))
+            gate = "updated"
+            failures = []
+        else:
+            data = bl.load(path, device_class=result["device_class"], scale=case.scale)
+            entry = (data or {}).get("cases", {}).get(case.id)
+            if entry is None:
+                gate, failures = "no baseline", []
+            else:
+                threshold = config.getoption("--latency-threshold") or bl.LATENCY_THRESHOLD
+                failures = bl.check(result, entry, path=path, timing=result["device_class"] != "cpu",
+                                    latency_threshold=threshold)
+                gate = "FAIL" if failures else ("pass" if result["device_class"] != "cpu" else "pass (counters)")
+        request.node.user_properties.append(("mmgen_row", _row(result, gate)))
+        if failures:
+            pytest.fail("\n".join(failures), pytrace=False)
+        return result
+
+    return run
+
+
+def _row(result: dict, gate: str) -> dict:
+    sp = result.get("speedup")
+    roof = result.get("roofline")
+    return {
+        "case": result["case"],
+        "rounds": result["rounds"],
+        "e2e": result["latency_ms"]["median"],
+        "ttft": result["ttft_ms"]["median"],
+        "tpot": result["tpot_ms"]["median"],
+        "speedup": None if sp is None else (sp["median"], sp["ci"][0], sp["ci"][1]),
+        "roofline": None if roof is None else roof["fraction"],
+        "compile_s": result.get("compile_s"),
+        "peak_mb": (result.get("peak_memory") or {}).get("peak_mb"),
+        "gate": gate,
+    }
+
+
+def pytest_runtest_logreport(report):
+    # Rows travel in user_properties so the table also works under pytest-xdist.
+    if report.when != "call":
+        return
+    for key, value in report.user_properties:
+        if key == "mmgen_row":
+            _ROWS.append(value)
+
+
+_ROWS: list[dict] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _ROWS:
+        return
+    from workloads.report import table
+
+    terminalreporter.write_sep("=", "mmgen-perf cases")
+    for line in table(_ROWS).splitlines():
+        terminalreporter.write_line(line)

@@ -1,0 +1,193 @@
+"""Baseline files: read (schema-checked), compare (the gate), update (atomic, safe under xdist).
+
+`baselines/<device-class>/<scale>.json` holds, per case, what a real run measured: the
+reference latency samples, the speedup over eager with its interval, the minimum speedup the
+case must keep, the deterministic counters, and where the numbers came from. Only a run writes
+it (`--update-baselines`); no number in it is typed by hand.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .measure.stats import ratio_of_medians
+
+SCHEMA = 1
+# A case fails on latency only when it is slower than the baseline by more than this, with
+# 95% confidence (the lower end of the bootstrap interval of measured / baseline is above it).
+LATENCY_THRESHOLD = 0.05
+# The stored minimum speedup sits this far under the lower end of the measured interval.
+SPEEDUP_MARGIN = 0.10
+
+
+class BaselineError(ValueError):
+    """A baseline file that cannot be used; the message names the file and the key."""
+
+
+def path_for(root: str | Path, device_class: str, scale: str) -> Path:
+    return Path(root) / device_class / f"{scale}.json"
+
+
+# -- schema ---------------------------------------------------------------------------------
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_interval(where: str, d, *, samples: bool) -> None:
+    if not isinstance(d, dict):
+        raise BaselineError(f"{where}: expected an object, got {type(d).__name__}")
+    if not (_num(d.get("median")) and d["median"] > 0):
+        raise BaselineError(f"{where}.median: expected a positive number, got {d.get('median')!r}")
+    ci = d.get("ci")
+    if not (isinstance(ci, list) and len(ci) == 2 and all(_num(v) for v in ci) and ci[0] <= ci[1]):
+        raise BaselineError(f"{where}.ci: expected [low, high], got {ci!r}")
+    if samples:
+        s = d.get("samples")
+        if not (isinstance(s, list) and s and all(_num(v) and v > 0 for v in s)):
+            raise BaselineError(f"{where}.samples: expected a non-empty list of positive numbers, got {s!r}")
+
+
+def validate(data, path: Path, *, device_class: str | None = None, scale: str | None = None) -> dict:
+    """Check a parsed baseline file; raise BaselineError naming the file and the bad key."""
+    if not isinstance(data, dict):
+        raise BaselineError(f"{path}: top level must be an object")
+    if data.get("schema") != SCHEMA:
+        raise BaselineError(f"{path}: key 'schema' is {data.get('schema')!r}, this suite reads schema {SCHEMA}")
+    for key, want in (("device_class", device_class), ("scale", scale)):
+        if not isinstance(data.get(key), str):
+            raise BaselineError(f"{path}: key {key!r} missing or not a string")
+        if want is not None and data[key] != want:
+            raise BaselineError(f"{path}: key {key!r} is {data[key]!r} but the file is used for {want!r}")
+    cases = data.get("cases")
+    if not isinstance(cases, dict):
+        raise BaselineError(f"{path}: key 'cases' missing or not an object")
+    for cid, entry in cases.items():
+        where = f"{path}: cases[{cid!r}]"
+        if not isinstance(entry, dict):
+            raise BaselineError(f"{where}: expected an object")
+        _check_interval(f"{where}.latency_ms", entry.get("latency_ms"), samples=True)
+        if entry.get("speedup") is not None:
+            _check_interval(f"{where}.speedup", entry["speedup"], samples=False)
+        ms = entry.get("min_speedup")
+        if ms is not None and not (_num(ms) and ms > 0):
+            raise BaselineError(f"{where}.min_speedup: expected a positive number or null, got {ms!r}")
+        counters = entry.get("counters")
+        if not isinstance(counters, dict) or not all(_num(v) for v in counters.values()):
+            raise BaselineError(f"{where}.counters: expected an object of numbers, got {counters!r}")
+        prov = entry.get("provenance")
+        if not isinstance(prov, dict) or not prov.get("commit") or not prov.get("torch"):
+            raise BaselineError(f"{where}.provenance: needs at least 'commit' and 'torch'")
+    return data
+
+
+def load(path: str | Path, *, device_class: str | None = None, scale: str | None = None) -> dict | None:
+    """The file's contents, or None when there is no file. Corrupt files are errors, never ignored."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BaselineError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    return validate(data, path, device_class=device_class, scale=scale)
+
+
+# -- the gate -------------------------------------------------------------------------------
+def check(result: dict, entry: dict, *, path: str | Path, timing: bool,
+          latency_threshold: float = LATENCY_THRESHOLD) -> list[str]:
+    """Every way `result` regresses against `entry`; empty when it holds.
+
+    Deterministic counters are compared everywhere; timings only when `timing` (the run is on
+    the device class the baseline was measured on).
+    """
+    cid = result["case"]
+    failures = []
+    measured_counters = result.get("counters") or {}
+    for key, stored in sorted(entry.get("counters", {}).items()):
+        if key in measured_counters and measured_counters[key] != stored:
+            failures.append(f"{cid}: counter {key} changed: measured {measured_counters[key]}, baseline {stored} ({path})")
+    if not timing:
+        return failures
+    sp = result.get("speedup")
+    floor = entry.get("min_speedup")
+    if sp is not None and floor is not None and sp["ci"][1] < floor:
+        failures.append(
+            f"{cid}: speedup over eager {sp['median']:.2f}x (95% CI {sp['ci'][0]:.2f}-{sp['ci'][1]:.2f}) "
+            f"is below the minimum {floor:.2f}x stored in {path}"
+        )
+    lat = result["latency_ms"]
+    base = entry["latency_ms"]
+    r = ratio_of_medians(lat["samples"], base["samples"], paired=False)
+    if r.lo > 1 + latency_threshold:
+        failures.append(
+            f"{cid}: latency {lat['median']:.2f} ms vs baseline {base['median']:.2f} ms: "
+            f"{(r.median - 1) * 100:+.1f}% (95% CI {(r.lo - 1) * 100:+.1f}% to {(r.hi - 1) * 100:+.1f}%), "
+            f"slower than the {latency_threshold:.0%} threshold allows ({path})"
+        )
+    return failures
+
+
+def entry_from_result(result: dict, *, speedup_margin: float = SPEEDUP_MARGIN) -> dict:
+    """The baseline entry a run's result becomes."""
+    sp = result.get("speedup")
+    min_sp = None
+    if sp is not None:
+        min_sp = math.floor(sp["ci"][0] * (1 - speedup_margin) * 100) / 100
+        min_sp = min_sp if min_sp > 0 else None
+    entry = {
+        "latency_ms": {k: result["latency_ms"][k] for k in ("metric", "median", "ci", "samples") if k in result["latency_ms"]},
+        "speedup": {k: sp[k] for k in ("median", "ci")} if sp is not None else None,
+        "min_speedup": min_sp,
+        "counters": dict(result.get("counters") or {}),
+        "provenance": dict(result["provenance"]),
+    }
+    for key in ("ttft_ms", "tpot_ms", "peak_memory", "roofline", "compile_s", "capture_s", "gpu_state"):
+        if result.get(key) is not None:
+            entry[key] = result[key]
+    return entry
+
+
+# -- writing --------------------------------------------------------------------------------
+def write_atomic(path: Path, data: dict) -> None:
+    """Write to a temporary file beside `path`, then rename over it: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _locked(path: Path):
+    # One writer at a time across pytest-xdist workers: each read-modify-write holds the lock.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lf:
+        fcntl.flock(lf, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lf, fcntl.LOCK_UN)
+
+
+def update(path: str | Path, *, device_class: str, scale: str, case_id: str, entry: dict) -> None:
+    """Set one case's entry, keeping every other case; refuses to overwrite a corrupt file."""
+    path = Path(path)
+    with _locked(path):
+        data = load(path, device_class=device_class, scale=scale) or {
+            "schema": SCHEMA, "device_class": device_class, "scale": scale, "cases": {},
+        }
+        data["cases"][case_id] = entry
+        validate(data, path)
+        write_atomic(path, data)

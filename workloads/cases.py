@@ -1,0 +1,70 @@
+"""Cases: one (model, task, lever stack, scale, batch), and the matrix a workload expands into."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .levers import stack
+from .registry import WORKLOADS
+
+SCALES = ("tiny", "small", "paper")
+
+
+@dataclass(frozen=True)
+class Case:
+    workload: str
+    model: str
+    task: str
+    lever: str
+    scale: str
+    batch: int
+    marks: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/{self.task}/{self.lever}/{self.scale}/bs{self.batch}"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class UnknownCase(ValueError):
+    pass
+
+
+def resolve_scale(scale: str, device: torch.device) -> str:
+    """`auto` is tiny on the CPU (seconds, same code paths) and the published configs on a GPU."""
+    if scale == "auto":
+        return "paper" if device.type == "cuda" else "tiny"
+    return scale
+
+
+def matrix(workload: str, levers: tuple[str, ...], scale: str, device: torch.device) -> list[Case]:
+    """Every case of a workload at one scale: presets x tasks x batch (1 and max) x levers.
+
+    Ordered model, task, batch, lever, so a session builds each model once and keeps one
+    batch's caches alive at a time.
+    """
+    if workload not in WORKLOADS:
+        raise UnknownCase(f"unknown workload {workload!r}; known: {sorted(WORKLOADS)}")
+    for lever in levers:
+        stack(lever)   # an unknown lever name fails at collection, not in the middle of a run
+    wl = WORKLOADS[workload]
+    cases = []
+    for preset in wl.presets(scale):
+        for task in wl.tasks:
+            batches = sorted({1, wl.max_batch(preset, task, device)})
+            for batch in batches:
+                for lever in levers:
+                    marks = []
+                    if scale != "tiny" or "cuda_graph" in stack(lever):
+                        marks.append("gpu")
+                    if preset.large:
+                        marks.append("large")
+                    if batch == 1 and lever in ("eager", "compile", "cuda_graph"):
+                        marks.append("pr")
+                    if batch > 1 and scale != "tiny":
+                        marks.append("slow")
+                    cases.append(Case(workload, preset.name, task, lever, scale, batch, tuple(marks)))
+    return cases

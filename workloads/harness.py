@@ -1,0 +1,167 @@
+"""Run one case end to end: build, set up the lever, time it against eager, collect the figures.
+
+It wires the floors below together and measures nothing itself: every clock, counter and
+statistic comes from `measure`.
+"""
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+
+import torch
+
+from .cases import Case
+from .engine.plan import Plan
+from .levers import Context, plan_for
+from .measure import counters as mc
+from .measure import device as md
+from .measure.memory import peak_memory
+from .measure.roofline import roofline
+from .measure.stats import ratio_of_medians, summarize
+from .measure.timing import Schedule, Variant, interleave, wall_seconds
+from .registry import WORKLOADS
+
+
+class NotApplicable(Exception):
+    """The case's lever stack does not apply here; the message says why."""
+
+
+SCHEDULES = {
+    # GPU rounds are seconds at paper scale: a few interleaved pairs, more when they are fast.
+    "cuda": Schedule(warmup=1, min_rounds=3, max_rounds=15, budget_s=15.0),
+    # CPU timings are informational only (never gated): keep CI short.
+    "cpu": Schedule(warmup=1, min_rounds=3, max_rounds=5, budget_s=2.0),
+}
+
+
+@dataclass
+class Session:
+    """What cases share within one pytest session: models, compiled decoders, bandwidth."""
+
+    device: torch.device
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    schedule: Schedule | None = None
+    _models: dict = field(default_factory=dict)
+    _decoders: dict = field(default_factory=dict)
+    _decoder_batch: tuple | None = None
+    _bandwidth: float | None = None
+
+    def model(self, workload, preset_name: str):
+        if preset_name not in self._models:
+            if self.device.type == "cuda":
+                # One large model at a time: free the previous one and everything built on it.
+                self._models.clear()
+                self._decoders.clear()
+                gc.collect()
+                torch.cuda.empty_cache()
+            preset = workload.preset(preset_name)
+            self._models[preset_name] = workload.build(preset, self.device, self.checkpoints.get(preset_name))
+        return self._models[preset_name]
+
+    def decoders_for(self, key: tuple) -> dict:
+        # Keep one batch's static caches alive at a time (a max-batch cache is tens of GB).
+        if self._decoder_batch != key:
+            self._decoders.clear()
+            self._decoder_batch = key
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        return self._decoders
+
+    def bandwidth(self) -> float | None:
+        if self._bandwidth is None and self.device.type == "cuda":
+            self._bandwidth = md.copy_bandwidth(self.device)
+        return self._bandwidth
+
+
+def _setup(runner, device) -> dict:
+    """Do the runner's one-off setup (compile, graph capture), timing each step and counting
+    what dynamo did. Shared decoders keep the figures, so every case that uses one reports them."""
+    dec = getattr(runner, "decoder", None)
+    metrics = dec.setup_metrics if dec is not None else {}
+    for name, step in runner.setup_steps():
+        with mc.dynamo_delta() as d:
+            metrics[name] = wall_seconds(step, device)
+        if name == "compile_s":
+            metrics.update(graphs=d.graphs, graph_breaks=d.graph_breaks)
+    return metrics
+
+
+def _summ(values, seed=0) -> dict:
+    return summarize(values, seed=seed).as_dict() | {"samples": [float(v) for v in values]}
+
+
+def run_case(case: Case, session: Session) -> dict:
+    device = session.device
+    wl = WORKLOADS[case.workload]
+    plan, reason = plan_for(case.lever, Context(device, wl.supports))
+    if plan is None:
+        raise NotApplicable(reason)
+
+    model = session.model(wl, case.model)
+    batch = wl.inputs(case.task, case.scale, case.batch, model, device)
+    decoders = session.decoders_for((case.model, case.task, case.batch))
+    ref = wl.runner(model, batch, Plan(), decoders)
+    is_reference = plan.levers == ("eager",)
+    lever = ref if is_reference else wl.runner(model, batch, plan, decoders)
+    setup = _setup(lever, device)
+
+    variants = [Variant("eager", ref.run, ref.prepare)]
+    if not is_reference:
+        variants.append(Variant(case.lever, lever.run, lever.prepare))
+    schedule = session.schedule or SCHEDULES[device.type]
+    # Warm-up rounds double as the peak-memory measurement of each side.
+    memory = {v.name: peak_memory(lambda v=v: v.once(device, record=False), device) for v in variants}
+    with mc.dynamo_delta() as during:
+        interleave(variants, device, Schedule(0, schedule.min_rounds, schedule.max_rounds, schedule.budget_s))
+    ours = variants[-1]
+
+    n = batch.new_tokens
+    e2e = ours.series("end")
+    ttft = ours.series("first_token")
+    tpot = [(e - f) / max(n - 1, 1) for e, f in zip(e2e, ttft)]
+    result = {
+        "case": case.id,
+        "workload": case.workload,
+        "lever": case.lever,
+        "levers": list(plan.levers),
+        "device_class": md.device_class(device),
+        "batch": batch.batch,
+        "prompt_lengths": batch.prompt_lengths,
+        "new_tokens": n,
+        "rounds": len(e2e),
+        "latency_ms": {"metric": "e2e"} | _summ(e2e),
+        "ttft_ms": _summ(ttft, 1),
+        "tpot_ms": _summ(tpot, 2),
+        "reference_latency_ms": _summ(variants[0].series("end"), 3),
+        "speedup": None if is_reference else ratio_of_medians(variants[0].series("end"), e2e, paired=True).as_dict(),
+        "peak_memory": memory.get(case.lever if not is_reference else "eager"),
+        "reference_peak_memory": memory.get("eager"),
+        "compile_s": setup.get("compile_s"),
+        "capture_s": setup.get("capture_s"),
+        "agreement": _agreement(variants),
+    }
+    counters = {"recompiles": during.graphs}
+    if plan.compile:
+        counters.update(graphs=setup["graphs"], graph_breaks=setup["graph_breaks"])
+    kernels = mc.per_step(lambda k: (lever.prepare(), lever.run(None, k)), device)
+    if kernels:
+        counters.update({k: round(v, 2) for k, v in kernels.items()})
+    result["counters"] = counters
+    if device.type == "cuda":
+        med_tpot_s = result["tpot_ms"]["median"] / 1e3
+        result["roofline"] = roofline(wl.decode_bytes(model, batch), med_tpot_s, session.bandwidth())
+        result["gpu_state"] = md.gpu_state(device)
+    result["provenance"] = md.provenance(device)
+    return result
+
+
+def _agreement(variants) -> float | None:
+    """Fraction of generated tokens the lever shares with eager (informational: bf16 paths may
+    legitimately diverge; exactness is asserted in tests/ on fp32 models)."""
+    if len(variants) < 2:
+        return None
+    a, b = variants[0].output, variants[1].output
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    return float((a == b).float().mean())

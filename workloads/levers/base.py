@@ -1,0 +1,26 @@
+"""The lever protocol: a named, composable change to a generation plan, with its applicability."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..engine.plan import Plan
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a lever may know of where it is applied: the device and what the workload's engine supports."""
+
+    device: torch.device
+    supports: frozenset[str]   # e.g. {"static_decode"}
+
+
+@dataclass(frozen=True)
+class Lever:
+    name: str
+    summary: str
+    apply: Callable[[Plan, Context], Plan]
+    # None when the lever applies, else the reason it does not (the case is skipped with it).
+    why_not: Callable[[Context], str | None] = lambda ctx: None

@@ -1,0 +1,18 @@
+"""cuda_graph: the compiled decode step captured once and replayed as a CUDA graph."""
+from .base import Lever
+
+
+def _why_not(ctx):
+    if ctx.device.type != "cuda":
+        return "CUDA graphs need a CUDA device (this run is on the CPU)"
+    if "static_decode" not in ctx.supports:
+        return "the workload's engine has no static-cache decode step to capture"
+    return None
+
+
+LEVER = Lever(
+    "cuda_graph",
+    "decode step replayed as one CUDA graph over a static KV cache",
+    apply=lambda plan, ctx: plan.with_(engine="static", cuda_graph=True),
+    why_not=_why_not,
+)

@@ -1,0 +1,77 @@
+"""Deterministic counters: compiled graphs, graph breaks, recompiles, kernels per step.
+
+They do not suffer timing noise, so they gate on every machine, the CPU included.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+from torch._dynamo.utils import counters as _dynamo_counters
+
+
+def _snapshot() -> dict[str, int]:
+    return {
+        "graphs": int(_dynamo_counters["stats"]["unique_graphs"]),
+        "graph_breaks": int(sum(_dynamo_counters["graph_break"].values())),
+    }
+
+
+class DynamoDelta:
+    """What torch.compile did inside a `with` block."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+        self.graph_breaks = 0
+
+
+@contextmanager
+def dynamo_delta():
+    d = DynamoDelta()
+    before = _snapshot()
+    try:
+        yield d
+    finally:
+        after = _snapshot()
+        d.graphs = after["graphs"] - before["graphs"]
+        d.graph_breaks = after["graph_breaks"] - before["graph_breaks"]
+
+
+_LAUNCH_APIS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch", "cuGraphLaunch", "cudaLaunchKernelExC", "cuLaunchKernelEx")
+
+
+def count_kernels(fn: Callable[[], object], device: torch.device | str) -> dict[str, int] | None:
+    """Kernels executed on the GPU and launch calls made by the host while `fn` runs.
+
+    A CUDA graph replay is one host launch and many device kernels, which is the point of it.
+    None on the CPU, where there are no kernels to count.
+    """
+    if torch.device(device).type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = launches = 0
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            kernels += 1
+        elif any(ev.name.startswith(api) for api in _LAUNCH_APIS):
+            launches += 1
+    return {"kernels": kernels, "launches": launches}
+
+
+def per_step(run_with_steps: Callable[[int], object], device, steps: tuple[int, int] = (4, 12)) -> dict[str, float] | None:
+    """Kernels and launches per decode step, from two runs that differ only in step count.
+
+    The difference cancels everything done once per run (prefill, setup), leaving the step.
+    """
+    lo, hi = steps
+    a = count_kernels(lambda: run_with_steps(lo), device)
+    b = count_kernels(lambda: run_with_steps(hi), device)
+    if a is None or b is None:
+        return None
+    return {f"{k}_per_step": (b[k] - a[k]) / (hi - lo) for k in a}

@@ -1,0 +1,148 @@
+"""The machine a result was measured on: device class, GPU state, provenance, copy bandwidth."""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import re
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+
+def device_class(device: torch.device | str) -> str:
+    """A slug naming the kind of device, e.g. 'nvidia-h100-80gb-hbm3' or 'cpu'.
+
+    Absolute latencies are only ever compared within one class.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name(device)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if not slug.startswith("nvidia"):
+        slug = "nvidia-" + slug
+    return slug
+
+
+def total_memory_bytes(device: torch.device | str) -> int | None:
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory
+
+
+def _nvml_state(index: int) -> dict | None:
+    try:
+        import pynvml  # nvidia-ml-py
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        reasons = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h)
+        names = {
+            getattr(pynvml, n): n.replace("nvmlClocksThrottleReason", "")
+            for n in dir(pynvml)
+            if n.startswith("nvmlClocksThrottleReason") and n not in ("nvmlClocksThrottleReasonAll", "nvmlClocksThrottleReasonNone")
+        }
+        return {
+            "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+            "max_sm_clock_mhz": pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "power_w": pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0,
+            "power_limit_w": pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
+            "temperature_c": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
+            "throttle_reasons": sorted(v for k, v in names.items() if k and reasons & k),
+            "driver": _s(pynvml.nvmlSystemGetDriverVersion()),
+        }
+    except Exception as e:  # NVML missing or restricted: say so in the result rather than fail the case
+        return {"error": f"NVML: {e}"}
+
+
+def _s(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _smi_state(index: int) -> dict | None:
+    fields = "clocks.sm,clocks.mem,clocks.max.sm,power.draw,power.limit,temperature.gpu,clocks_throttle_reasons.active,driver_version"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--id={index}", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    keys = ["sm_clock_mhz", "mem_clock_mhz", "max_sm_clock_mhz", "power_w", "power_limit_w", "temperature_c", "throttle_reasons", "driver"]
+    return dict(zip(keys, [v.strip() for v in out.split(",")]))
+
+
+def gpu_state(device: torch.device | str) -> dict:
+    """Clocks, power, temperature and throttle reasons now; empty on the CPU."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return {}
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    state = {"name": torch.cuda.get_device_name(index)}
+    state.update(_nvml_state(index) or _smi_state(index) or {"error": "neither NVML nor nvidia-smi available"})
+    return state
+
+
+@lru_cache(maxsize=1)
+def _git_commit() -> tuple[str, bool]:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip())
+        return commit, dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def provenance(device: torch.device | str) -> dict:
+    """Where a number came from: code, libraries, hardware, time."""
+    import transformers
+
+    device = torch.device(device)
+    commit, dirty = _git_commit()
+    prov = {
+        "commit": commit,
+        "dirty": dirty,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device_class": device_class(device),
+    }
+    if device.type == "cuda":
+        state = gpu_state(device)
+        prov["gpu"] = state.get("name")
+        prov["driver"] = state.get("driver")
+    else:
+        prov["cpu"] = platform.processor() or platform.machine()
+    return prov
+
+
+def copy_bandwidth(device: torch.device | str, nbytes: int = 1 << 30, repeats: int = 20) -> float | None:
+    """Device-to-device copy bandwidth in bytes/s (bytes read + bytes written), median of repeats."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    src = torch.randn(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        dst.copy_(src)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    times.sort()
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / times[len(times) // 2]

@@ -1,0 +1,153 @@
+"""Timing: one clock per device, warm-up, and interleaved A/B rounds.
+
+All timing in the suite goes through this module. On CUDA a run is timed with device events
+recorded on the current stream (so host work between the events that leaves the GPU idle is
+counted, as a user would feel it); on the CPU with perf_counter.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+
+class Stopwatch:
+    """Marks points of one run; `times_ms()` gives each mark's time since `start()`.
+
+    Code under test calls `mark(name)` at phase boundaries (e.g. "first_token"); it costs one
+    event record on CUDA and never synchronizes.
+    """
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self._cuda = self.device.type == "cuda"
+        self._marks: list[tuple[str, object]] = []
+
+    def _now(self):
+        if self._cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self._marks = [("start", self._now())]
+
+    def mark(self, name: str) -> None:
+        self._marks.append((name, self._now()))
+
+    def stop(self) -> dict[str, float]:
+        self.mark("end")
+        return self.times_ms()
+
+    def times_ms(self) -> dict[str, float]:
+        if not self._marks:
+            raise RuntimeError("Stopwatch was never started")
+        if self._cuda:
+            self._marks[-1][1].synchronize()
+            t0 = self._marks[0][1]
+            return {name: float(t0.elapsed_time(ev)) for name, ev in self._marks[1:]}
+        t0 = self._marks[0][1]
+        return {name: (t - t0) * 1e3 for name, t in self._marks[1:]}
+
+
+def synchronize(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def wall_seconds(fn: Callable[[], object], device) -> float:
+    """Host wall time of a one-off step (compile, graph capture), device work included."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+# A run receives the stopwatch so it can mark phases; what it returns is kept from the last round.
+Run = Callable[[Stopwatch], object]
+Prepare = Callable[[], None]
+
+
+@dataclass
+class Variant:
+    """One side of an A/B comparison: a run and the untimed preparation before each round."""
+
+    name: str
+    run: Run
+    prepare: Prepare | None = None
+    samples: list[dict[str, float]] = field(default_factory=list)
+    output: object = None
+
+    def once(self, device, record: bool) -> None:
+        if self.prepare is not None:
+            self.prepare()
+        synchronize(device)
+        sw = Stopwatch(device)
+        sw.start()
+        out = self.run(sw)
+        marks = sw.stop()
+        if record:
+            self.samples.append(marks)
+        self.output = out
+
+    def series(self, mark: str = "end") -> list[float]:
+        return [s[mark] for s in self.samples]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How many rounds: at least `min_rounds`, then more until `max_rounds` or `budget_s`."""
+
+    warmup: int = 1
+    min_rounds: int = 3
+    max_rounds: int = 20
+    budget_s: float = 30.0
+
+
+def interleave(variants: list[Variant], device, schedule: Schedule) -> None:
+    """Warm each variant up, then time them in alternating order, round by round.
+
+    The order flips every round (A B, B A, ...) so that neither side always runs right after
+    the other's cache or clock state.
+    """
+    for v in variants:
+        for _ in range(schedule.warmup):
+            v.once(device, record=False)
+    t_start = time.perf_counter()
+    rounds = 0
+    while rounds < schedule.max_rounds:
+        order = variants if rounds % 2 == 0 else list(reversed(variants))
+        for v in order:
+            v.once(device, record=True)
+        rounds += 1
+        if rounds >= schedule.min_rounds and time.perf_counter() - t_start > schedule.budget_s:
+            break
+
+
+class ReplayClock:
+    """A clock for pytest-benchmark that replays samples measured elsewhere.
+
+    pytest-benchmark times a callable with a host clock; our samples come from device events
+    of an interleaved loop. Each `advance(seconds)` moves this clock forward by one sample, so
+    `benchmark.pedantic(clock.advance, ...)` records exactly the measured durations.
+    """
+
+    def __init__(self) -> None:
+        self._t = 0.0
+        self._queue: list[float] = []
+
+    def __call__(self) -> float:
+        return self._t
+
+    def load(self, seconds: list[float]) -> None:
+        self._queue = list(seconds)
+
+    def advance(self) -> None:
+        self._t += self._queue.pop(0)
+
+
+REPLAY_CLOCK = ReplayClock()

@@ -1,0 +1,68 @@
+"""What every model family shares: presets, dtypes, checkpoints, byte counts."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A local checkpoint directory that cannot be used, with the path and what is missing."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One named configuration of a model family at one scale."""
+
+    name: str                 # e.g. "llama-7b"; the first part of a case id
+    scale: str                # tiny | small | paper
+    config: dict              # keyword arguments of the family's config class
+    source: str               # where the numbers come from
+    published_params: float | None = None   # parameter count the source publishes
+    large: bool = False       # needs more than 80 GB of GPU memory
+    extra: dict = field(default_factory=dict)
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """bf16 on the GPU (as served), fp32 on the CPU (exact comparisons, no slow bf16 kernels)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def check_checkpoint_dir(path: str | Path, model_type: str) -> Path:
+    """A directory with config.json of `model_type` and safetensors weights, or a clear error."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise CheckpointError(f"checkpoint path {p} is not a directory")
+    cfg_file = p / "config.json"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"checkpoint path {p} has no config.json")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint path {p}: config.json is not valid JSON ({e})") from None
+    if cfg.get("model_type") != model_type:
+        raise CheckpointError(f"checkpoint path {p}: model_type is {cfg.get('model_type')!r}, expected {model_type!r}")
+    if not any(p.glob("*.safetensors")):
+        raise CheckpointError(f"checkpoint path {p} has no *.safetensors weights")
+    return p
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    # parameters() yields a tied weight once.
+    return sum(p.numel() for p in model.parameters())
+
+
+def weight_bytes_per_token(model: torch.nn.Module, embedding: torch.nn.Module | None) -> int:
+    """Bytes of weights one decode step must read: all of them but the embedding table,
+    of which a step reads only the rows of its tokens."""
+    skip = {id(p) for p in embedding.parameters()} if embedding is not None else set()
+    return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
+
+
+def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """Bytes of key and value cache one token occupies across all layers."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * torch.empty((), dtype=dtype).element_size()

@@ -1,0 +1,25 @@
+"""Human-readable summaries of case results."""
+from __future__ import annotations
+
+
+def _f(x, fmt="{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def table(rows: list[dict]) -> str:
+    """One line per case: latency, time to first token, time per output token, speedup over
+    eager with its 95% interval, roofline fraction, compile time, peak memory, gate verdict."""
+    head = ["case", "n", "e2e ms", "TTFT ms", "TPOT ms", "speedup [95% CI]", "roofline", "compile s", "peak MiB", "gate"]
+    body = []
+    for r in rows:
+        sp = r.get("speedup")
+        body.append([
+            r["case"], str(r["rounds"]), _f(r["e2e"]), _f(r["ttft"]), _f(r["tpot"], "{:.3f}"),
+            "-" if sp is None else f"{sp[0]:.2f}x [{sp[1]:.2f}, {sp[2]:.2f}]",
+            _f(r.get("roofline"), "{:.0%}"), _f(r.get("compile_s"), "{:.1f}"), _f(r.get("peak_mb"), "{:.0f}"), r["gate"],
+        ])
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(lines)
