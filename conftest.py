@@ -31,6 +31,28 @@ def pytest_addoption(parser):
     g.addoption("--run-large", action="store_true", help="run `large` cases even on GPUs under 100 GiB")
 
 
+class _JsonOut(os.PathLike):
+    """pytest-benchmark's --benchmark-json target: 5.2 enters it as an open file, 5.3 opens it as a path."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = None
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __enter__(self):
+        self._fh = open(self.path, "wb")
+        return self._fh
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
 def _checkpoints(config) -> dict[str, str]:
     from workloads.models.common import CheckpointError, check_checkpoint_dir
     from workloads.registry import WORKLOADS
@@ -71,7 +93,7 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--latency-threshold {threshold}: expected a fraction between 0 and 1, e.g. 0.05")
     if config.getoption("--results"):
         # pytest-benchmark reads this option when it configures, which is after us.
-        config.option.benchmark_json = Path(config.getoption("--results"))
+        config.option.benchmark_json = _JsonOut(config.getoption("--results"))
     from workloads.cases import resolve_scale
     from workloads.harness import Session
 
@@ -162,6 +184,9 @@ def run_case(request, benchmark, mmgen):
                 failures = bl.check(result, entry, path=path, timing=result["device_class"] != "cpu",
                                     latency_threshold=threshold)
                 gate = "FAIL" if failures else ("pass" if result["device_class"] != "cpu" else "pass (counters)")
+        failures += bl.check_requirements(result, getattr(request.module, "REQUIREMENTS", []))
+        if failures:
+            gate = "FAIL"
         request.node.user_properties.append(("mmgen_row", _row(result, gate)))
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)

@@ -132,6 +132,26 @@ def check(result: dict, entry: dict, *, path: str | Path, timing: bool,
     return failures
 
 
+def check_requirements(result: dict, requirements: list[dict]) -> list[str]:
+    """Declared performance targets (specifications, not measurements) that apply to this case
+    on this device class: `max_tpot_ms`, `min_roofline`, `min_speedup` (judged on the median)."""
+    failures = []
+    for req in requirements:
+        if req["case"] != result["case"] or not result["device_class"].startswith(req["device_class"]):
+            continue
+        why = req.get("why", "declared requirement")
+        tpot = result["tpot_ms"]["median"]
+        if "max_tpot_ms" in req and tpot > req["max_tpot_ms"]:
+            failures.append(f"{result['case']}: time per output token {tpot:.2f} ms exceeds {req['max_tpot_ms']} ms ({why})")
+        roof = (result.get("roofline") or {}).get("fraction")
+        if "min_roofline" in req and (roof is None or roof < req["min_roofline"]):
+            failures.append(f"{result['case']}: roofline {roof if roof is None else f'{roof:.1%}'} is under {req['min_roofline']:.0%} ({why})")
+        sp = (result.get("speedup") or {}).get("median")
+        if "min_speedup" in req and (sp is None or sp < req["min_speedup"]):
+            failures.append(f"{result['case']}: speedup {sp if sp is None else f'{sp:.2f}x'} is under {req['min_speedup']}x ({why})")
+    return failures
+
+
 def entry_from_result(result: dict, *, speedup_margin: float = SPEEDUP_MARGIN) -> dict:
     """The baseline entry a run's result becomes."""
     sp = result.get("speedup")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import re
 import subprocess
@@ -90,14 +91,19 @@ def gpu_state(device: torch.device | str) -> dict:
 
 
 @lru_cache(maxsize=1)
-def _git_commit() -> tuple[str, bool]:
+def _git_commit() -> tuple[str, bool | None]:
+    """The checked-out commit and whether tracked files differ from it.
+
+    A runner that ships the tree without .git names the commit in MMGEN_COMMIT instead;
+    then cleanliness is unknown (None).
+    """
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip())
         return commit, dirty
     except (OSError, subprocess.SubprocessError):
-        return "unknown", False
+        return os.environ.get("MMGEN_COMMIT", "unknown"), None
 
 
 def provenance(device: torch.device | str) -> dict:
