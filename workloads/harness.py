@@ -28,7 +28,7 @@ class NotApplicable(Exception):
 
 SCHEDULES = {
     # GPU rounds are seconds at paper scale: a few interleaved pairs, more when they are fast.
-    "cuda": Schedule(warmup=1, min_rounds=3, max_rounds=15, budget_s=15.0),
+    "cuda": Schedule(warmup=1, min_rounds=3, max_rounds=15, budget_s=10.0),
     # CPU timings are informational only (never gated): keep CI short.
     "cpu": Schedule(warmup=1, min_rounds=3, max_rounds=5, budget_s=2.0),
 }

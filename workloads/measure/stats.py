@@ -73,3 +73,10 @@ def ratio_of_medians(numerator, denominator, *, paired: bool, seed: int = 0) -> 
         return Estimate(point, point, point)
     lo, hi = _ci((a, b), stat, paired=paired, seed=seed)
     return Estimate(point, min(lo, point), max(hi, point))
+
+
+def relative_spread(samples) -> float:
+    """Robust coefficient of variation: 1.4826 * MAD / median (equals sigma / mean for normal data)."""
+    x = np.asarray(samples, dtype=float)
+    med = float(np.median(x))
+    return 0.0 if med == 0 else float(1.4826 * np.median(np.abs(x - med)) / med)

@@ -1,0 +1,86 @@
+"""The gate: fails a real slowdown or a changed counter, passes noise, names case, numbers and file."""
+import numpy as np
+import pytest
+
+from workloads import baselines as bl
+
+from .test_baselines import make_result
+
+PATH = "baselines/nvidia-h100-80gb-hbm3/paper.json"
+CASE = "llama-7b/T-T/cuda_graph/paper/bs1"
+
+
+def noisy(median, n=10, sigma=0.01, seed=0):
+    return list(np.random.default_rng(seed).lognormal(np.log(median), sigma, n))
+
+
+def entry(samples, speedup=(9.5, 9.3, 9.7), **counters):
+    return bl.entry_from_result(make_result(CASE, samples=samples, speedup=speedup, **counters))
+
+
+def test_a_a_pair_passes():
+    base = entry(noisy(250.0, seed=1))
+    again = make_result(CASE, samples=noisy(250.0, seed=2), speedup=(9.4, 9.2, 9.6))
+    assert bl.check(again, base, path=PATH, timing=True) == []
+
+
+def test_a_ten_percent_slowdown_fails_with_the_numbers():
+    base = entry(noisy(250.0, seed=1))
+    slower = make_result(CASE, samples=noisy(275.0, seed=2), speedup=(9.4, 9.2, 9.6))
+    (msg,) = bl.check(slower, base, path=PATH, timing=True)
+    assert CASE in msg and PATH in msg and "+10" in msg and "250" in msg
+
+
+def test_noise_wider_than_the_change_does_not_fail():
+    """A 6% shift inside 20% round-to-round noise is not a confident regression."""
+    base = entry(noisy(250.0, n=5, sigma=0.2, seed=1))
+    shifted = make_result(CASE, samples=noisy(265.0, n=5, sigma=0.2, seed=2), speedup=(9.4, 9.2, 9.6))
+    assert bl.check(shifted, base, path=PATH, timing=True) == []
+
+
+def test_speedup_below_the_stored_minimum_fails():
+    base = entry(noisy(250.0, seed=1))   # min_speedup = floor(9.3 * 0.9) = 8.37
+    assert base["min_speedup"] == pytest.approx(8.37)
+    worse = make_result(CASE, samples=noisy(250.0, seed=2), speedup=(7.0, 6.8, 7.2))
+    (msg,) = bl.check(worse, base, path=PATH, timing=True)
+    assert "speedup over eager 7.00x" in msg and "8.37x" in msg and PATH in msg
+
+
+def test_counters_gate_everywhere_timings_only_on_their_device_class():
+    base = entry(noisy(250.0, seed=1), graphs=1, graph_breaks=0, recompiles=0)
+    slower_and_broken = make_result(CASE, samples=noisy(300.0, seed=2), speedup=(1.0, 0.9, 1.1),
+                                    graphs=2, graph_breaks=1, recompiles=0)
+    cpu = bl.check(slower_and_broken, base, path=PATH, timing=False)
+    assert sorted(m.split(": ")[1] for m in cpu) == ["counter graph_breaks changed", "counter graphs changed"]
+    assert any("measured 1, baseline 0" in m for m in cpu)
+    assert len(bl.check(slower_and_broken, base, path=PATH, timing=True)) == 4
+
+
+def test_counters_missing_from_a_run_are_not_compared():
+    base = entry(noisy(250.0, seed=1), graphs=1, kernels_per_step=293)
+    cpu_run = make_result(CASE, samples=noisy(250.0, seed=2), graphs=1)   # no kernel counts on a CPU
+    assert bl.check(cpu_run, base, path=PATH, timing=False) == []
+
+
+def test_declared_requirements():
+    req = [dict(case=CASE, device_class="nvidia-h100", max_tpot_ms=5.6, min_roofline=0.8, min_speedup=4.0, why="target")]
+    r = make_result(CASE, speedup=(3.5, 3.4, 3.6))
+    r["device_class"] = "nvidia-h100-80gb-hbm3"
+    r["tpot_ms"]["median"] = 6.0
+    r["roofline"] = {"fraction": 0.75}
+    msgs = bl.check_requirements(r, req)
+    assert len(msgs) == 3 and all(CASE in m and "target" in m for m in msgs)
+    r["device_class"] = "nvidia-h200"
+    assert bl.check_requirements(r, req) == []
+
+
+def test_noisy_cases_get_a_threshold_that_matches_their_own_spread():
+    """A host-bound case whose baseline rounds spread ~15% tolerates a 10% shift, not a 60% one."""
+    base = entry(noisy(1500.0, n=11, sigma=0.15, seed=3))
+    assert bl.latency_threshold_for(base["latency_ms"]["samples"]) > 0.2
+    shifted = make_result(CASE, samples=noisy(1650.0, n=7, sigma=0.15, seed=4), speedup=(9.4, 9.2, 9.6))
+    assert bl.check(shifted, base, path=PATH, timing=True) == []
+    regressed = make_result(CASE, samples=noisy(2400.0, n=7, sigma=0.15, seed=4), speedup=(9.4, 9.2, 9.6))
+    assert len(bl.check(regressed, base, path=PATH, timing=True)) == 1
+    # A stable case keeps the floor.
+    assert bl.latency_threshold_for(noisy(250.0, sigma=0.005)) == bl.LATENCY_THRESHOLD
