@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Models are built from configs or local directories; nothing is ever fetched from a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 ROOT = Path(__file__).resolve().parent
 LARGE_GPU_BYTES = 100 * 2**30   # `large` cases need more memory than an 80 GB GPU leaves free
 

@@ -1,0 +1,67 @@
+"""The suite as a user drives it: options, bad input, and the gate end to end (subprocesses)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CASE = "llama-tiny/T-T/compile/tiny/bs1"
+
+
+def pytest_run(*args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("option, value, valid", [("--scale", "huge", "tiny"), ("--device", "tpu", "cuda")])
+def test_an_invalid_choice_is_a_usage_error_listing_the_valid_ones(option, value, valid):
+    r = pytest_run("perf_tests", "--collect-only", "-q", option, value)
+    assert r.returncode == 4
+    assert f"invalid choice: '{value}'" in r.stderr and valid in r.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_says_so():
+    r = pytest_run("perf_tests", "--collect-only", "-q", "--device", "cuda")
+    assert r.returncode == 4 and "no CUDA GPU is available" in r.stderr
+
+
+def test_a_bad_checkpoint_is_a_usage_error_naming_the_path(tmp_path):
+    r = pytest_run("perf_tests", "--collect-only", "-q", "--checkpoint", f"llama-7b={tmp_path}/missing")
+    assert r.returncode == 4 and "missing is not a directory" in r.stderr
+
+
+def test_collect_lists_every_lever_at_bs1_and_max_batch():
+    r = pytest_run("perf_tests", "--collect-only", "-q", "-k", "llama", "--scale", "paper")
+    for lever in ("eager", "sdpa", "compile", "cuda_graph"):
+        assert f"llama-7b/T-T/{lever}/paper/bs1]" in r.stdout
+        assert len([line for line in r.stdout.splitlines() if f"llama-7b/T-T/{lever}/paper/bs" in line]) == 2
+
+
+def test_update_then_gate_end_to_end(tmp_path):
+    """--update-baselines writes a schema-valid file; a changed counter then fails naming the
+    case and the file; a corrupt file fails naming file and key."""
+    r = pytest_run("perf_tests", "-k", CASE, "--device", "cpu", "--baselines", str(tmp_path), "--update-baselines")
+    assert r.returncode == 0, r.stdout[-2000:]
+    path = tmp_path / "cpu" / "tiny.json"
+    data = json.loads(path.read_text())
+    entry = data["cases"][CASE]
+    assert entry["counters"]["graph_breaks"] == 0 and entry["provenance"]["torch"] == torch.__version__
+    assert "updated" in r.stdout and "mmgen-perf cases" in r.stdout
+
+    entry["counters"]["graphs"] = 2
+    path.write_text(json.dumps(data))
+    r = pytest_run("perf_tests", "-k", CASE, "--device", "cpu", "--baselines", str(tmp_path))
+    assert r.returncode == 1
+    assert f"{CASE}: counter graphs changed: measured 1, baseline 2 ({path})" in r.stdout
+
+    entry["latency_ms"]["ci"] = "wide"
+    path.write_text(json.dumps(data))
+    r = pytest_run("perf_tests", "-k", CASE, "--device", "cpu", "--baselines", str(tmp_path))
+    assert r.returncode == 1
+    assert str(path) in r.stdout and "latency_ms.ci" in r.stdout
