@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +22,6 @@ class Preset:
     source: str               # where the numbers come from
     published_params: float | None = None   # parameter count the source publishes
     large: bool = False       # needs more than 80 GB of GPU memory
-    extra: dict = field(default_factory=dict)
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
