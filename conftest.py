@@ -119,7 +119,7 @@ def pytest_generate_tests(metafunc):
     if workload is None or levers is None:
         raise pytest.UsageError(f"{metafunc.module.__name__} must define WORKLOAD and LEVERS to use the `case` fixture")
     try:
-        cases = matrix(workload, tuple(levers), st["scale"], st["device"])
+        cases = matrix(workload, tuple(levers), st["scale"])
     except (UnknownCase, UnknownLever) as e:
         raise pytest.UsageError(f"{metafunc.module.__name__}: {e}") from None
     metafunc.parametrize(

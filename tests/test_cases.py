@@ -32,7 +32,7 @@ def test_cuda_graph_does_not_apply_on_the_cpu_and_says_why():
 
 
 def test_matrix_ids_batches_and_marks():
-    cases = matrix("llama", LADDER, "paper", CPU)
+    cases = matrix("llama", LADDER, "paper")
     ids = [c.id for c in cases]
     assert "llama-7b/T-T/cuda_graph/paper/bs1" in ids
     batches = {c.batch for c in cases if c.model == "llama-7b"}
@@ -40,7 +40,7 @@ def test_matrix_ids_batches_and_marks():
     by_id = {c.id: c for c in cases}
     assert {"gpu", "pr"} <= set(by_id["llama-7b/T-T/cuda_graph/paper/bs1"].marks)
     assert all("large" in c.marks for c in cases if c.model == "llama-34b")
-    tiny = matrix("llama", LADDER, "tiny", CPU)
+    tiny = matrix("llama", LADDER, "tiny")
     assert {c.batch for c in tiny} == {1, WORKLOADS["llama"].table_iii_batch}
     assert [c.lever for c in tiny if "gpu" in c.marks] == ["cuda_graph", "cuda_graph"]
 
@@ -48,7 +48,7 @@ def test_matrix_ids_batches_and_marks():
 def test_max_batch_fits_the_memory_model():
     wl = WORKLOADS["llama"]
     for name in ("llama-7b", "llama-1b"):
-        b = wl.max_batch(wl.preset(name), "T-T", torch.device("cuda"))
+        b = wl.max_batch(wl.preset(name), "T-T")
         assert 8 <= b <= wl.tasks["T-T"].samples and b % 8 == 0
 
 

@@ -40,7 +40,7 @@ def resolve_scale(scale: str, device: torch.device) -> str:
     return scale
 
 
-def matrix(workload: str, levers: tuple[str, ...], scale: str, device: torch.device) -> list[Case]:
+def matrix(workload: str, levers: tuple[str, ...], scale: str) -> list[Case]:
     """Every case of a workload at one scale: presets x tasks x batch (1 and max) x levers.
 
     Ordered model, task, batch, lever, so a session builds each model once and keeps one
@@ -54,7 +54,7 @@ def matrix(workload: str, levers: tuple[str, ...], scale: str, device: torch.dev
     cases = []
     for preset in wl.presets(scale):
         for task in wl.tasks:
-            batches = sorted({1, wl.max_batch(preset, task, device)})
+            batches = sorted({1, wl.max_batch(preset, task)})
             for batch in batches:
                 for lever in levers:
                     marks = []

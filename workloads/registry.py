@@ -16,7 +16,6 @@ from .models import llama
 from .models.common import Preset, kv_bytes_per_token, parameter_count, weight_bytes_per_token
 from .tasks import text
 
-GIB = 2**30
 # "Max batch" is the largest that fits in an 80 GB GPU (seed paper 1 sizes its max batches to
 # an A100 80GB). 10% is left to the CUDA context, allocator fragmentation and workspaces.
 MAX_BATCH_MEMORY = 80e9 * 0.90
@@ -48,7 +47,7 @@ class CausalLMWorkload:
             max_positions=model.config.max_position_embeddings,
         )
 
-    def max_batch(self, preset: Preset, task: str, device) -> int:
+    def max_batch(self, preset: Preset, task: str) -> int:
         """Table III's batch at tiny scale; else the largest batch whose caches fit in 80 GB."""
         if preset.scale == "tiny":
             return self.table_iii_batch
