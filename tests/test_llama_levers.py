@@ -88,3 +88,26 @@ def test_compiled_step_is_one_graph_without_breaks(tiny_llama, device):
             runner.prepare()
             runner.run(None)
     assert (d.graphs, d.graph_breaks) == (1, 0)
+
+
+def test_many_compiled_decoders_in_one_process(tiny_llama, device):
+    """A session keeps a decoder per (model, batch, cache length) alive. Each compiles once;
+    none may count as a recompile of another's step (an error under fullgraph past the limit).
+    The limit is lowered here so that a few shapes show it, as nine would in a long session."""
+    import torch._dynamo
+
+    from workloads.engine.static_decode import StaticDecoder
+
+    batch = batch_from_lengths([4], NEW_TOKENS, vocab_size=tiny_llama.config.vocab_size, device=device,
+                               rng=np.random.default_rng(4))
+    outputs, alive = [], []
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for length in (64, 128, 192, 256):
+            dec = StaticDecoder(tiny_llama, 1, length)
+            alive.append(dec)
+            dec.compile()
+            dec.load(batch)
+            dec.warm()
+            dec.prepare()
+            outputs.append(dec.run())
+    assert all(torch.equal(o, outputs[0]) for o in outputs)

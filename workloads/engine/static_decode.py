@@ -10,6 +10,8 @@ step (stopping criteria), which is most of a 7B decode step on a GPU.
 """
 from __future__ import annotations
 
+import types
+
 import torch
 from transformers import StaticCache
 
@@ -69,7 +71,12 @@ class StaticDecoder:
 
     def compile(self, **inductor_options) -> None:
         """Compile the step as one graph (fullgraph: a graph break is an error, not a slowdown)."""
-        self.step_fn = torch.compile(self._step, fullgraph=True, dynamic=False, options=inductor_options or None)
+        # Dynamo keeps compiled entries per code object: decoders sharing `_step` would count as
+        # recompiles of one function and hit its limit (an error under fullgraph). Each decoder
+        # is a graph of its own over its own buffers, so it gets a code object of its own.
+        own = types.FunctionType(StaticDecoder._step.__code__.replace(), StaticDecoder._step.__globals__, "_step")
+        self.step_fn = torch.compile(types.MethodType(own, self), fullgraph=True, dynamic=False,
+                                     options=inductor_options or None)
         self.compiled = True
 
     def warm(self) -> None:
