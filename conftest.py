@@ -212,6 +212,7 @@ def _row(result: dict, gate: str) -> dict:
         "compile_s": result.get("compile_s"),
         "peak_mb": (result.get("peak_memory") or {}).get("peak_mb"),
         "gate": gate,
+        "modules": (result.get("modules_ms") or {}).get("lever" if sp is not None else "eager"),
     }
 
 
@@ -230,8 +231,13 @@ _ROWS: list[dict] = []
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not _ROWS:
         return
-    from workloads.report import table
+    from workloads.report import modules_table, table
 
     terminalreporter.write_sep("=", "mmgen-perf cases")
     for line in table(_ROWS).splitlines():
         terminalreporter.write_line(line)
+    where = modules_table(_ROWS)
+    if where:
+        terminalreporter.write_sep("-", "where the time goes (ms per module, one instrumented round)")
+        for line in where.splitlines():
+            terminalreporter.write_line(line)

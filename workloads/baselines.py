@@ -143,7 +143,8 @@ def check(result: dict, entry: dict, *, path: str | Path, timing: bool,
 
 def check_requirements(result: dict, requirements: list[dict]) -> list[str]:
     """Declared performance targets (specifications, not measurements) that apply to this case
-    on this device class: `max_tpot_ms`, `min_roofline`, `min_speedup` (judged on the median)."""
+    on this device class: `max_tpot_ms`, `min_roofline`, `min_speedup` (judged on the median),
+    `min_module_speedup` ({module group: bar}, judged on the breakdown round)."""
     failures = []
     for req in requirements:
         if req["case"] != result["case"] or not result["device_class"].startswith(req["device_class"]):
@@ -158,6 +159,11 @@ def check_requirements(result: dict, requirements: list[dict]) -> list[str]:
         sp = (result.get("speedup") or {}).get("median")
         if "min_speedup" in req and (sp is None or sp < req["min_speedup"]):
             failures.append(f"{result['case']}: speedup {sp if sp is None else f'{sp:.2f}x'} is under {req['min_speedup']}x ({why})")
+        for module, bar in req.get("min_module_speedup", {}).items():
+            got = (result.get("module_speedup") or {}).get(module)
+            if got is None or got < bar:
+                failures.append(f"{result['case']}: {module} speedup {got if got is None else f'{got:.2f}x'} "
+                                f"is under {bar}x ({why})")
     return failures
 
 

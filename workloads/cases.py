@@ -48,9 +48,9 @@ def matrix(workload: str, levers: tuple[str, ...], scale: str) -> list[Case]:
     """
     if workload not in WORKLOADS:
         raise UnknownCase(f"unknown workload {workload!r}; known: {sorted(WORKLOADS)}")
-    for lever in levers:
-        stack(lever)   # an unknown lever name fails at collection, not in the middle of a run
     wl = WORKLOADS[workload]
+    for lever in levers:
+        stack(lever, wl.ladder)   # an unknown lever name fails at collection, not in the middle of a run
     cases = []
     for preset in wl.presets(scale):
         for task in wl.tasks:
@@ -58,11 +58,12 @@ def matrix(workload: str, levers: tuple[str, ...], scale: str) -> list[Case]:
             for batch in batches:
                 for lever in levers:
                     marks = []
-                    if scale != "tiny" or "cuda_graph" in stack(lever):
+                    levers_of = stack(lever, wl.ladder)
+                    if scale != "tiny" or any(lv.endswith("cuda_graph") for lv in levers_of):
                         marks.append("gpu")
                     if preset.large:
                         marks.append("large")
-                    if batch == 1 and lever in ("eager", "compile", "cuda_graph"):
+                    if batch == 1 and lever in wl.pr_levers:
                         marks.append("pr")
                     if batch > 1 and scale != "tiny":
                         marks.append("slow")

@@ -93,13 +93,13 @@ def _summ(values, seed=0) -> dict:
 def run_case(case: Case, session: Session) -> dict:
     device = session.device
     wl = WORKLOADS[case.workload]
-    plan, reason = plan_for(case.lever, Context(device, wl.supports))
+    plan, reason = plan_for(case.lever, Context(device, wl.supports_for(case.task)), wl.ladder)
     if plan is None:
         raise NotApplicable(reason)
 
     model = session.model(wl, case.model)
     batch = wl.inputs(case.task, case.scale, case.batch, model, device)
-    decoders = session.decoders_for((case.model, case.task, case.batch))
+    decoders = session.decoders_for((case.model, wl.cache_group(case.task), case.batch))
     ref = wl.runner(model, batch, Plan(), decoders)
     is_reference = plan.levers == ("eager",)
     lever = ref if is_reference else wl.runner(model, batch, plan, decoders)
@@ -118,7 +118,9 @@ def run_case(case: Case, session: Session) -> dict:
     n = batch.new_tokens
     e2e = ours.series("end")
     ttft = ours.series("first_token")
-    tpot = [(e - f) / max(n - 1, 1) for e, f in zip(e2e, ttft)]
+    # Decoding ends before the end where stages follow it (text-to-unit, vocoder).
+    decode_end = ours.series("decode_end") if "decode_end" in ours.samples[0] else e2e
+    tpot = [(e - f) / max(n - 1, 1) for e, f in zip(decode_end, ttft)]
     result = {
         "case": case.id,
         "workload": case.workload,
@@ -138,12 +140,22 @@ def run_case(case: Case, session: Session) -> dict:
         "reference_peak_memory": memory.get("eager"),
         "compile_s": setup.get("compile_s"),
         "capture_s": setup.get("capture_s"),
+        "vocoder_setup_s": setup.get("vocoder_setup_s"),
         "agreement": _agreement(variants),
     }
+    modules = {v.name: _modules(v.once(device, record=False, spans=True)) for v in variants}
+    if any(modules.values()):
+        result["modules_ms"] = {("eager" if k == "eager" else "lever"): m for k, m in modules.items()}
+        if not is_reference:
+            result["module_speedup"] = _module_speedup(result["modules_ms"]["eager"], result["modules_ms"]["lever"])
+    waveform_lengths = getattr(lever, "waveform_lengths", None)
+    if waveform_lengths is not None:
+        result["audio_samples"] = [int(x) for x in waveform_lengths.reshape(-1).tolist()]
     counters = {"recompiles": during.graphs}
     if plan.compile:
         counters.update(graphs=setup["graphs"], graph_breaks=setup["graph_breaks"])
-    kernels = mc.per_step(lambda k: (lever.prepare(), lever.run(None, k)), device)
+    count = getattr(lever, "count_steps", None) or (lambda k: (lever.prepare(), lever.run(None, k)))
+    kernels = mc.per_step(count, device)
     if kernels:
         counters.update({k: round(v, 2) for k, v in kernels.items()})
     result["counters"] = counters
@@ -153,6 +165,41 @@ def run_case(case: Case, session: Session) -> dict:
         result["gpu_state"] = md.gpu_state(device)
     result["provenance"] = md.provenance(device)
     return result
+
+
+def _modules(marks: dict[str, float]) -> dict[str, float]:
+    """Time per module from one instrumented round (spans summed over calls), the rest of the
+    round as `other` (host work between modules: beam bookkeeping, tokenization tables, ...),
+    and the KV reorder's share of the decode phase."""
+    spans = {k.split(":", 1)[1]: v for k, v in marks.items() if k.startswith("span:")}
+    if not spans:
+        return {}
+    out = dict(spans)
+    out["other"] = max(marks["end"] - sum(spans.values()), 0.0)
+    out["total"] = marks["end"]
+    decode = spans.get("decoder.step", 0.0) + spans.get("kv_reorder", 0.0)
+    out["kv_reorder_share"] = spans.get("kv_reorder", 0.0) / decode if decode else None
+    return out
+
+
+# Modules as the paper names them, from the spans they are timed by.
+MODULE_GROUPS = {
+    "encoder": ("encoder",),
+    "text_decoder": ("decoder.prefill", "decoder.step", "kv_reorder"),
+    "t2u": ("t2u", "decoder.rerun"),
+    "vocoder": ("vocoder",),
+}
+
+
+def _module_speedup(eager: dict, lever: dict) -> dict[str, float]:
+    """Eager time over lever time per module group, from the breakdown rounds."""
+    out = {}
+    for group, names in MODULE_GROUPS.items():
+        e = sum(eager.get(n, 0.0) for n in names)
+        v = sum(lever.get(n, 0.0) for n in names)
+        if e > 0 and v > 0:
+            out[group] = e / v
+    return out
 
 
 def _agreement(variants) -> float | None:

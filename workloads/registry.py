@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .engine import translate as tr
+from .engine.beam_decode import BeamDecoder, self_cache_length
 from .engine.library import LibraryGenerate
 from .engine.plan import Plan
 from .engine.static_decode import StaticDecoder, StaticRunner, cache_length
-from .models import llama
+from .levers import LADDER
+from .models import llama, seamless
 from .models.common import Preset, kv_bytes_per_token, parameter_count, weight_bytes_per_token
-from .tasks import text
+from .tasks import speech, text
 
 # "Max batch" is the largest that fits in an 80 GB GPU (seed paper 1 sizes its max batches to
 # an A100 80GB). 10% is left to the CUDA context, allocator fragmentation and workspaces.
@@ -30,6 +33,15 @@ class CausalLMWorkload:
     tasks: dict[str, text.Dataset]
     table_iii_batch: int                 # the paper's max batch, used at tiny scale where memory does not bind
     supports: frozenset[str] = field(default_factory=lambda: frozenset({"static_decode"}))
+    ladder: tuple[str, ...] = LADDER
+    pr_levers: tuple[str, ...] = ("eager", "compile", "cuda_graph")   # at batch 1, the pull-request gate
+
+    def supports_for(self, task: str) -> frozenset[str]:
+        return self.supports
+
+    def cache_group(self, task: str) -> str:
+        """Tasks of one group share compiled decoders (their inputs have the same shapes)."""
+        return task
 
     def presets(self, scale: str) -> list[Preset]:
         return [p for p in self.family.PRESETS.values() if p.scale == scale]
@@ -96,8 +108,113 @@ class CausalLMWorkload:
         return weights + kv * mean_ctx
 
 
+@dataclass
+class TranslationWorkload:
+    """SeamlessM4T v2: speech/text in, text/speech out, beam search over the text decoder."""
+
+    name: str = "seamless"
+    family: object = seamless
+    tasks: dict = field(default_factory=lambda: dict(speech.TASKS))
+    # Seed paper 1, Table V: text decoder compile, + its CUDA graph, + the compiled in-place
+    # reorder, + vocoder compile, + vocoder CUDA graph; each on top of the last.
+    ladder: tuple[str, ...] = ("eager", "compile", "cuda_graph", "kv_reorder", "vocoder_compile", "vocoder_cuda_graph")
+    pr_levers: tuple[str, ...] = ("eager", "kv_reorder", "vocoder_cuda_graph")   # top of each task's ladder
+    beams: int = speech.BEAMS
+    tiny_max_batch: int = 4   # CPU seconds; Table III's 128 / 384 apply from `small` up
+    tgt_lang: str = seamless.TGT_LANG
+
+    def supports_for(self, task: str) -> frozenset[str]:
+        s = {"static_decode", "beam_search"}
+        if self.tasks[task].speech_out:
+            s.add("vocoder")
+        return frozenset(s)
+
+    def cache_group(self, task: str) -> str:
+        # S-S and S-T translate the same speech, T-T and T-S the same text: one decoder each.
+        return "speech" if self.tasks[task].speech_in else "text"
+
+    def presets(self, scale: str) -> list[Preset]:
+        return [p for p in self.family.PRESETS.values() if p.scale == scale]
+
+    def preset(self, name: str) -> Preset:
+        return self.family.PRESETS[name]
+
+    def build(self, preset: Preset, device, checkpoint: str | None = None):
+        return self.family.build(preset, device, checkpoint=checkpoint)
+
+    @staticmethod
+    def input_limit(cfg, speech_in: bool) -> int:
+        """The longest input the model takes. Text: the text encoder's max_position_embeddings
+        tokens, language and EOS tokens included. Speech: the adaptor shortens frames by its
+        stride, and the encoder output is held to the same max_position_embeddings positions."""
+        if speech_in:
+            return cfg.max_position_embeddings * cfg.adaptor_stride
+        return cfg.max_position_embeddings
+
+    def inputs(self, task: str, scale: str, batch: int, model, device) -> speech.TranslationBatch:
+        cfg = model.config
+        t = self.tasks[task]
+        b = speech.make_batch(
+            task, scale, batch, vocab_size=cfg.vocab_size,
+            src_lang_id=model.generation_config.text_decoder_lang_to_code_id[seamless.SRC_LANG],
+            eos_id=cfg.eos_token_id, pad_id=cfg.pad_token_id, limit=self.input_limit(cfg, t.speech_in),
+        ).to(device)
+        if b.input_features is not None:
+            b.input_features = b.input_features.to(model.dtype)
+        return b
+
+    def max_batch(self, preset: Preset, task: str) -> int:
+        if preset.scale == "tiny":
+            return self.tiny_max_batch
+        return self.tasks[task].table_iii_batch
+
+    def runner(self, model, batch, plan: Plan, decoders: dict, *, keep_logits: bool = False):
+        if plan.engine == "library":
+            return tr.LibraryTranslate(model, batch, plan.attn_implementation, beams=self.beams, tgt_lang=self.tgt_lang)
+        S = tr.encoder_length(model, batch)
+        L = self_cache_length(2, batch.new_tokens)
+        key = ("beam", id(model), batch.batch, S, L, plan.attn_implementation, plan.compile,
+               tuple(sorted(plan.compile_options.items())), plan.kv_reorder)
+        dec = decoders.get(key)
+        if dec is None:
+            dec = decoders[key] = BeamDecoder(
+                model.text_decoder, model.lm_head, batch_size=batch.batch, beams=self.beams, enc_len=S, max_len=L,
+                eos_id=model.config.eos_token_id, pad_id=model.config.pad_token_id, in_place_reorder=plan.kv_reorder)
+            if plan.compile:
+                dec.compile(**plan.compile_options)
+        voc = None
+        if batch.task.speech_out:
+            vkey = ("vocoder", id(model), plan.vocoder)
+            voc = decoders.get(vkey)
+            if voc is None:
+                fns = decoders.setdefault(("vocoder_fns", id(model)), {})   # compiled buckets, shared by the graph rung
+                voc = decoders[vkey] = tr.Vocoder(model.vocoder, plan.vocoder, compiled=fns,
+                                                  inductor_options=plan.vocoder_options)
+        return tr.TranslateRunner(model, batch, dec, voc, use_graph=plan.cuda_graph,
+                                  attn_implementation=plan.attn_implementation, tgt_lang=self.tgt_lang)
+
+    def decode_bytes(self, model, batch) -> float:
+        """Fewest bytes one beam step moves: the text decoder's layers, final norm and LM head
+        (the tied embedding, read whole by the head), each beam's self-attention cache at its
+        mean context and its cross-attention cache."""
+        dec = model.text_decoder
+        mods = [dec.layers, dec.layer_norm, model.lm_head]
+        seen, weights = set(), 0
+        for m in mods:
+            for p in m.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    weights += p.numel() * p.element_size()
+        cfg = model.config
+        per_tok = 2 * cfg.decoder_layers * cfg.hidden_size * torch.empty((), dtype=model.dtype).element_size()
+        rows = batch.batch * self.beams
+        ctx = 2 + batch.new_tokens / 2
+        return weights + per_tok * rows * (ctx + tr.encoder_length(model, batch))
+
+
 WORKLOADS = {
     "llama": CausalLMWorkload(
         "llama", llama, tasks={"T-T": text.HUMANEVAL}, table_iii_batch=4,
     ),
+    "seamless": TranslationWorkload(),
 }

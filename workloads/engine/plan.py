@@ -11,6 +11,9 @@ class Plan:
     compile: bool = False                # torch.compile the decode step
     compile_options: dict = field(default_factory=dict, hash=False, compare=False)   # inductor options
     cuda_graph: bool = False             # replay the decode step as one CUDA graph
+    kv_reorder: bool = False             # beam search: reorder the self-attention cache in place, skip cross-attention
+    vocoder: str = "eager"               # "eager" | "compile" | "cuda_graph": how the waveform generator runs
+    vocoder_options: dict = field(default_factory=dict, hash=False, compare=False)   # inductor options for it
     levers: tuple[str, ...] = ()         # the stack that produced this plan, in order
 
     def with_(self, **changes) -> "Plan":

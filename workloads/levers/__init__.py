@@ -1,16 +1,21 @@
 """Levers by name, and the stacks a case names.
 
-A case names either one rung of the paper's cumulative ladder (`cuda_graph` means
-eager -> sdpa -> compile -> cuda_graph) or an explicit stack joined by '+' (`sdpa+compile`).
+A case names either one rung of its workload's cumulative ladder (for Code Llama `cuda_graph`
+means eager -> sdpa -> compile -> cuda_graph) or an explicit stack joined by '+'
+(`compile+kv_reorder`). A lever that is not on the ladder stands alone on top of eager.
 """
 from __future__ import annotations
 
 from ..engine.plan import Plan
 from . import compile as _compile
-from . import cuda_graph, eager, sdpa
+from . import cuda_graph, eager, kv_reorder, sdpa, vocoder
 from .base import Context, Lever
 
-LEVERS: dict[str, Lever] = {m.LEVER.name: m.LEVER for m in (eager, sdpa, _compile, cuda_graph)}
+LEVERS: dict[str, Lever] = {
+    lv.name: lv
+    for lv in (eager.LEVER, sdpa.LEVER, _compile.LEVER, cuda_graph.LEVER, kv_reorder.LEVER,
+               vocoder.COMPILE, vocoder.CUDA_GRAPH)
+}
 
 # Seed paper 1, Section IV-A: SDPA, then torch.compile, then CUDA graphs, each on top of the last.
 LADDER = ("eager", "sdpa", "compile", "cuda_graph")
@@ -20,12 +25,12 @@ class UnknownLever(ValueError):
     pass
 
 
-def stack(name: str) -> tuple[str, ...]:
+def stack(name: str, ladder: tuple[str, ...] = LADDER) -> tuple[str, ...]:
     """The levers a case name stands for, in the order they apply."""
     if "+" in name:
         parts = tuple(name.split("+"))
-    elif name in LADDER:
-        parts = LADDER[: LADDER.index(name) + 1]
+    elif name in ladder:
+        parts = ladder[: ladder.index(name) + 1]
     else:
         parts = (name,)
     unknown = [p for p in parts if p not in LEVERS]
@@ -36,16 +41,17 @@ def stack(name: str) -> tuple[str, ...]:
     return parts
 
 
-def plan_for(name: str, ctx: Context) -> tuple[Plan | None, str | None]:
+def plan_for(name: str, ctx: Context, ladder: tuple[str, ...] = LADDER) -> tuple[Plan | None, str | None]:
     """The plan a case's lever stack yields, or (None, reason) when some lever does not apply."""
     plan = Plan()
-    for lever_name in stack(name):
+    levers = stack(name, ladder)
+    for lever_name in levers:
         lever = LEVERS[lever_name]
         reason = lever.why_not(ctx)
         if reason:
             return None, f"{lever_name}: {reason}"
         plan = lever.apply(plan, ctx)
-    return plan.with_(levers=stack(name)), None
+    return plan.with_(levers=levers), None
 
 
 __all__ = ["LEVERS", "LADDER", "Context", "Lever", "Plan", "UnknownLever", "plan_for", "stack"]

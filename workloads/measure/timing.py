@@ -6,7 +6,9 @@ counted, as a user would feel it); on the CPU with perf_counter.
 """
 from __future__ import annotations
 
+import contextlib
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,13 +19,19 @@ class Stopwatch:
     """Marks points of one run; `times_ms()` gives each mark's time since `start()`.
 
     Code under test calls `mark(name)` at phase boundaries (e.g. "first_token"); it costs one
-    event record on CUDA and never synchronizes.
+    event record on CUDA and never synchronizes. With `spans=True` it also sums named spans
+    (`begin(name)` ... `end(name)`, or `with span(name)`), reported as "span:<name>": the time
+    each module took, summed over its calls. Spans are off in timed rounds (a span per decode
+    step is two event records) and on in the one breakdown round.
     """
 
-    def __init__(self, device: torch.device | str):
+    def __init__(self, device: torch.device | str, spans: bool = False):
         self.device = torch.device(device)
         self._cuda = self.device.type == "cuda"
         self._marks: list[tuple[str, object]] = []
+        self.spans = spans
+        self._open: dict[str, object] = {}
+        self._spans: dict[str, list] = defaultdict(list)
 
     def _now(self):
         if self._cuda:
@@ -38,6 +46,22 @@ class Stopwatch:
     def mark(self, name: str) -> None:
         self._marks.append((name, self._now()))
 
+    def begin(self, name: str) -> None:
+        if self.spans:
+            self._open[name] = self._now()
+
+    def end(self, name: str) -> None:
+        if self.spans and name in self._open:
+            self._spans[name].append((self._open.pop(name), self._now()))
+
+    @contextlib.contextmanager
+    def span(self, name: str):
+        self.begin(name)
+        try:
+            yield
+        finally:
+            self.end(name)
+
     def stop(self) -> dict[str, float]:
         self.mark("end")
         return self.times_ms()
@@ -45,12 +69,15 @@ class Stopwatch:
     def times_ms(self) -> dict[str, float]:
         if not self._marks:
             raise RuntimeError("Stopwatch was never started")
+        t0 = self._marks[0][1]
         if self._cuda:
             self._marks[-1][1].synchronize()
-            t0 = self._marks[0][1]
-            return {name: float(t0.elapsed_time(ev)) for name, ev in self._marks[1:]}
-        t0 = self._marks[0][1]
-        return {name: (t - t0) * 1e3 for name, t in self._marks[1:]}
+            out = {name: float(t0.elapsed_time(ev)) for name, ev in self._marks[1:]}
+            out |= {f"span:{k}": float(sum(a.elapsed_time(b) for a, b in v)) for k, v in self._spans.items()}
+            return out
+        out = {name: (t - t0) * 1e3 for name, t in self._marks[1:]}
+        out |= {f"span:{k}": sum(b - a for a, b in v) * 1e3 for k, v in self._spans.items()}
+        return out
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -82,17 +109,18 @@ class Variant:
     samples: list[dict[str, float]] = field(default_factory=list)
     output: object = None
 
-    def once(self, device, record: bool) -> None:
+    def once(self, device, record: bool, spans: bool = False) -> dict[str, float]:
         if self.prepare is not None:
             self.prepare()
         synchronize(device)
-        sw = Stopwatch(device)
+        sw = Stopwatch(device, spans=spans)
         sw.start()
         out = self.run(sw)
         marks = sw.stop()
         if record:
             self.samples.append(marks)
         self.output = out
+        return marks
 
     def series(self, mark: str = "end") -> list[float]:
         return [s[mark] for s in self.samples]

@@ -23,3 +23,25 @@ def table(rows: list[dict]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
     return "\n".join(lines)
+
+
+_MODULE_COLUMNS = ("encoder", "decoder.prefill", "decoder.step", "kv_reorder", "decoder.rerun", "t2u", "vocoder", "other")
+
+
+def modules_table(rows: list[dict]) -> str:
+    """Where the time goes: ms per module in one instrumented round of each case's lever side
+    (eager's own rows for the eager case), and the KV reorder's share of the decode phase."""
+    head = ["case", *(_MODULE_COLUMNS), "total", "reorder share"]
+    body = []
+    for r in rows:
+        m = r.get("modules")
+        if not m:
+            continue
+        body.append([r["case"], *(_f(m.get(c), "{:.1f}") for c in _MODULE_COLUMNS), _f(m.get("total"), "{:.1f}"),
+                     _f(m.get("kv_reorder_share"), "{:.0%}")])
+    if not body:
+        return ""
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(lines)

@@ -1,0 +1,299 @@
+"""Speech and text translation with SeamlessM4T v2: the library's `generate`, and our lean pipeline.
+
+Both run the same modules in the same order (encoder, text decoder with beam search, then for
+speech output the text-to-unit model and the vocoder); the lean pipeline swaps in a static-cache
+beam decoder and, where the plan says so, a compiled or graph-replayed vocoder. Where the time
+goes is recorded as stopwatch spans per module: in the library's run by forward hooks on its
+modules, in ours around each stage.
+"""
+from __future__ import annotations
+
+import contextlib
+import types
+
+import torch
+from torch import nn
+from transformers import LogitsProcessorList
+from transformers.cache_utils import EncoderDecoderCache
+from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import _compute_new_attention_mask
+
+from .beam_decode import BeamDecoder, _null_span
+from .library import _MarkFirstToken, set_attention
+
+SPEAKER_ID = 0
+
+
+def _lang_ids(model, tgt_lang: str) -> dict[str, int]:
+    gc = model.generation_config
+    return {
+        "text": gc.text_decoder_lang_to_code_id[tgt_lang],
+        "vocoder": gc.vocoder_lang_code_to_id[tgt_lang],
+    }
+
+
+def start_ids(model, tgt_lang: str) -> list[int]:
+    """The text decoder's forced start: decoder-start token, then the target language."""
+    return [model.config.decoder_start_token_id, _lang_ids(model, tgt_lang)["text"]]
+
+
+# -- the library's run, instrumented ---------------------------------------------------------
+@contextlib.contextmanager
+def _hooks(model, stopwatch, new_tokens: int):
+    """Marks and spans from forward hooks: the text decoder's first call is the prefill, the
+    next `new_tokens - 1` are decode steps (the last one ends decoding), any later call is the
+    extra pass transformers makes for the text-to-unit model. Cache reorders are spans too."""
+    handles = []
+    calls = {"n": 0}
+
+    def decoder_pre(mod, args, kwargs):
+        calls["n"] += 1
+        c = calls["n"]
+        calls["name"] = "decoder.prefill" if c == 1 else ("decoder.step" if c <= new_tokens else "decoder.rerun")
+        stopwatch.begin(calls["name"])
+
+    def decoder_post(mod, args, kwargs, out):
+        stopwatch.end(calls["name"])
+        if calls["n"] == new_tokens:
+            stopwatch.mark("decode_end")
+
+    handles.append(model.text_decoder.register_forward_pre_hook(decoder_pre, with_kwargs=True))
+    handles.append(model.text_decoder.register_forward_hook(decoder_post, with_kwargs=True))
+    for name, mod in (("encoder", model.speech_encoder), ("encoder", model.text_encoder),
+                      ("t2u", model.t2u_model), ("vocoder", model.vocoder)):
+        handles.append(mod.register_forward_pre_hook(lambda m, a, name=name: stopwatch.begin(name)))
+        handles.append(mod.register_forward_hook(lambda m, a, o, name=name: stopwatch.end(name)))
+    original = EncoderDecoderCache.reorder_cache
+    if stopwatch.spans:
+        def reorder(cache, beam_idx):
+            with stopwatch.span("kv_reorder"):
+                return original(cache, beam_idx)
+        EncoderDecoderCache.reorder_cache = reorder
+    try:
+        yield
+    finally:
+        EncoderDecoderCache.reorder_cache = original
+        for h in handles:
+            h.remove()
+
+
+class LibraryTranslate:
+    """`SeamlessM4Tv2Model.generate` as users call it: beam search, dynamic cache, one call per batch."""
+
+    def __init__(self, model, batch, attn_implementation: str, *, beams: int, tgt_lang: str):
+        self.model, self.batch = model, batch
+        self.attn_implementation = attn_implementation
+        self.beams, self.tgt_lang = beams, tgt_lang
+        self.waveform = self.waveform_lengths = None
+
+    def setup_steps(self) -> list:
+        return []
+
+    def prepare(self) -> None:
+        set_attention(self.model, self.attn_implementation)
+
+    @torch.no_grad()
+    def run(self, stopwatch=None, new_tokens: int | None = None) -> torch.Tensor:
+        n = new_tokens or self.batch.new_tokens
+        b = self.batch
+        inputs = ({"input_features": b.input_features} if b.task.speech_in else {"input_ids": b.input_ids})
+        kwargs = dict(
+            attention_mask=b.attention_mask, tgt_lang=self.tgt_lang, generate_speech=b.task.speech_out,
+            speaker_id=SPEAKER_ID, text_num_beams=self.beams, text_max_new_tokens=n, text_min_new_tokens=n,
+        )
+        if b.task.speech_out:
+            kwargs["return_intermediate_token_ids"] = True
+        if stopwatch is not None:
+            kwargs["text_logits_processor"] = LogitsProcessorList([_MarkFirstToken(stopwatch)])
+        hooks = _hooks(self.model, stopwatch, n) if stopwatch is not None else contextlib.nullcontext()
+        with hooks:
+            out = self.model.generate(**inputs, **kwargs)
+        if b.task.speech_out:
+            self.waveform, self.waveform_lengths = out.waveform, out.waveform_lengths
+        return out.sequences
+
+
+# -- our pipeline ----------------------------------------------------------------------------
+def encoder_length(model, batch) -> int:
+    """Positions of the encoder output the text decoder attends over."""
+    if not batch.task.speech_in:
+        return batch.padded_length
+    full = torch.ones(1, batch.padded_length, dtype=torch.long)
+    return int(model._compute_sub_sample_lengths_from_attention_mask(full)[0])
+
+
+def encode(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder output and the mask of its valid positions, as SeamlessM4Tv2Model.forward computes them."""
+    if batch.task.speech_in:
+        h = model.speech_encoder(input_features=batch.input_features, attention_mask=batch.attention_mask).last_hidden_state
+        lengths = model._compute_sub_sample_lengths_from_attention_mask(batch.attention_mask).to(h.device)
+        return h, _compute_new_attention_mask(hidden_states=h, seq_lens=lengths)
+    h = model.text_encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    return h, batch.attention_mask
+
+
+def text_to_units(model, sequences: torch.Tensor, enc: torch.Tensor, enc_mask: torch.Tensor) -> torch.Tensor:
+    """Unit ids for the vocoder from the translated text, step for step as
+    SeamlessM4Tv2Model.generate does it (it offers no entry point for this stage alone)."""
+    gc, cfg = model.generation_config, model.config
+    pad = gc.pad_token_id
+    hidden = model.text_decoder(input_ids=sequences[:, :-1], encoder_hidden_states=enc,
+                                encoder_attention_mask=enc_mask).last_hidden_state
+    t2u_mask = _compute_new_attention_mask(hidden, (sequences[:, :-1] != pad).int().sum(1))
+    ids = sequences[:, 2:-1]   # without the decoder-start and language tokens, and the last token
+    ids = torch.masked_fill(ids, ids == gc.eos_token_id, pad)
+    subwords = model._indices_to_subwords(ids)
+    chars_per_id = model._count_character_length_in_subword(ids, subwords, pad_token_id=pad)
+    zero = chars_per_id.new_zeros((chars_per_id.shape[0], 1))
+    chars_per_id = torch.cat([zero, chars_per_id, zero], dim=1)
+    char_ids = model._get_char_input_ids(ids, subwords, chars_per_id, pad_token_id=pad)
+    logits, padding_mask = model.t2u_model(inputs_embeds=hidden, char_input_ids=char_ids,
+                                           char_count_per_id=chars_per_id, attention_mask=t2u_mask)[:2]
+    units = logits.argmax(dim=-1)
+    units = units.masked_fill((units == cfg.t2u_eos_token_id) | ~padding_mask.bool(), cfg.t2u_pad_token_id)
+    return torch.where(units == cfg.t2u_pad_token_id, units, units - cfg.vocoder_offset)
+
+
+class Vocoder:
+    """The unit HiFi-GAN: the library module as is, or its convolution stack compiled (and
+    replayed as a CUDA graph) per length bucket.
+
+    Frames are padded up to a multiple of `bucket` so that varying unit counts share a few
+    compiled shapes; the waveform is cut back to the unpadded length. Padding changes only the
+    last samples within the convolutions' reach of the end (tests state the bound).
+    """
+
+    def __init__(self, module, mode: str = "eager", *, bucket: int = 64, inductor_options: dict | None = None,
+                 compiled: dict | None = None):
+        if mode not in ("eager", "compile", "cuda_graph"):
+            raise ValueError(f"vocoder mode {mode!r}: expected eager, compile or cuda_graph")
+        self.module, self.mode, self.bucket = module, mode, bucket
+        self.inductor_options = inductor_options or None
+        self._compiled: dict[tuple, object] = {} if compiled is None else compiled   # may be shared
+        self._graphs: dict[tuple, tuple] = {}
+        self.setup_metrics: dict = {}
+
+    def _hifi_for(self, shape: tuple):
+        fn = self._compiled.get(shape)
+        if fn is None:
+            # A code object per bucket: buckets are separate graphs, not recompiles of one.
+            hifi = self.module.hifi_gan
+            f = types.FunctionType(type(hifi).forward.__code__.replace(), type(hifi).forward.__globals__, "forward")
+            fn = self._compiled[shape] = torch.compile(types.MethodType(f, hifi), fullgraph=True, dynamic=False,
+                                                       options=self.inductor_options)
+        return fn
+
+    def _run_hifi(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "compile":
+            return self._hifi_for(tuple(x.shape))(x)
+        key = tuple(x.shape)
+        if key not in self._graphs:
+            fn = self._hifi_for(key)
+            static_in = x.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    fn(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = fn(static_in)
+            self._graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
+
+    @torch.no_grad()
+    def __call__(self, unit_ids: torch.Tensor, lang_id: int, speaker_id: int = SPEAKER_ID):
+        voc = self.module
+        B = unit_ids.shape[0]
+        lang = torch.full((B, 1), lang_id, dtype=torch.long, device=unit_ids.device)
+        spkr = torch.full((B, 1), speaker_id, dtype=torch.long, device=unit_ids.device)
+        if self.mode == "eager":
+            return voc(input_ids=unit_ids, speaker_id=spkr, lang_id=lang)
+        # CodeHifiGan.forward up to its convolution stack, as the library computes it.
+        h = voc.unit_embedding(unit_ids).transpose(1, 2)
+        log_dur = voc.dur_predictor(h.transpose(1, 2))
+        dur = torch.clamp(torch.round(torch.expm1(log_dur)).long(), min=1)
+        if B == 1:
+            h = torch.repeat_interleave(h, dur.view(-1), dim=2)
+        else:
+            rows = [torch.repeat_interleave(r, d, dim=-1).transpose(0, 1) for r, d in zip(h, dur)]
+            h = nn.utils.rnn.pad_sequence(rows, batch_first=True).transpose(1, 2)
+        T = h.shape[-1]
+        Tb = -(-T // self.bucket) * self.bucket
+        h = nn.functional.pad(h, (0, Tb - T))
+        spkr_e = voc.speaker_embedding(spkr).transpose(1, 2).repeat(1, 1, Tb)
+        lang_e = voc.language_embedding(lang).transpose(1, 2).repeat(1, 1, Tb)
+        wave = self._run_hifi(torch.cat([lang_e, h, spkr_e], dim=1))
+        keep = int(voc._get_output_hifigan_lengths(torch.tensor(T)))
+        lengths = voc._get_output_hifigan_lengths(voc._get_dur_output_lengths(unit_ids, dur))
+        return wave[:, :keep].clone(), lengths
+
+
+class TranslateRunner:
+    """Our pipeline for one batch: encoder, static beam decoder, text-to-unit, vocoder."""
+
+    def __init__(self, model, batch, decoder: BeamDecoder, vocoder: Vocoder | None, *, use_graph: bool,
+                 attn_implementation: str, tgt_lang: str):
+        self.model, self.batch = model, batch
+        self.decoder, self.vocoder = decoder, vocoder
+        self.use_graph = use_graph
+        self.attn_implementation = attn_implementation
+        self.tgt_lang = tgt_lang
+        self.langs = _lang_ids(model, tgt_lang)
+        self.waveform = self.waveform_lengths = None
+        self.units = None
+
+    def setup_steps(self) -> list[tuple[str, object]]:
+        """One-off work still due before timing, by the metric its cost is recorded as."""
+        steps = []
+        if self.decoder.compiled and not self.decoder.warmed:
+            steps.append(("compile_s", self._warm))
+        if self.use_graph and self.decoder.graphs is None:
+            steps.append(("capture_s", self._capture))
+        if self.vocoder is not None and self.vocoder.mode != "eager":
+            # The first run through a new length bucket compiles (and captures) it.
+            steps.append(("vocoder_setup_s", self._once))
+        return steps
+
+    def _load(self):
+        self.prepare()
+        self.decoder.load(*encode(self.model, self.batch), start_ids(self.model, self.tgt_lang))
+
+    def _once(self):
+        self.prepare()
+        self.run()
+
+    def _warm(self):
+        self._load()
+        self.decoder.warm()
+
+    def _capture(self):
+        self._load()
+        self.decoder.capture()
+
+    def prepare(self) -> None:
+        set_attention(self.model, self.attn_implementation)
+        self.decoder.prepare()
+
+    @torch.no_grad()
+    def run(self, stopwatch=None, new_tokens: int | None = None, *, text_only: bool = False) -> torch.Tensor:
+        n = new_tokens or self.batch.new_tokens
+        span = stopwatch.span if stopwatch is not None else _null_span
+        with span("encoder"):
+            enc, enc_mask = encode(self.model, self.batch)
+        self.decoder.load(enc, enc_mask, start_ids(self.model, self.tgt_lang))
+        seq = self.decoder.run(n, use_graph=self.use_graph, span=span, stopwatch=stopwatch)
+        if self.batch.task.speech_out and not text_only:
+            with span("t2u"):
+                self.units = text_to_units(self.model, seq, enc, enc_mask)
+            with span("vocoder"):
+                self.waveform, self.waveform_lengths = self.vocoder(self.units, self.langs["vocoder"])
+        return seq
+
+    def count_steps(self, new_tokens: int):
+        """The text part only, for counting kernels per decode step."""
+        self.prepare()
+        return self.run(None, new_tokens, text_only=True)

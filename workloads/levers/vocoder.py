@@ -1,0 +1,38 @@
+"""vocoder_compile / vocoder_cuda_graph: the waveform generator compiled, then replayed as a CUDA graph.
+
+A unit vocoder (HiFi-GAN) is a stack of many small convolutions: in eager mode at batch 1 it is
+launch-bound. Seed paper 1 (Table V, Fig. 7) reports 18.4x from compiling it and 30x with CUDA
+graphs. Unit counts vary with the text, so compiled shapes are length buckets.
+"""
+from .base import Lever
+
+
+def _why_not_compile(ctx):
+    if "vocoder" not in ctx.supports:
+        return "this task produces no speech: there is no vocoder to compile"
+    return None
+
+
+def _why_not_graph(ctx):
+    if ctx.device.type != "cuda":
+        return "CUDA graphs need a CUDA device (this run is on the CPU)"
+    return _why_not_compile(ctx)
+
+
+def _options(ctx):
+    return {"coordinate_descent_tuning": True} if ctx.device.type == "cuda" else {}
+
+
+COMPILE = Lever(
+    "vocoder_compile",
+    "torch.compile of the vocoder's convolution stack, per length bucket",
+    apply=lambda plan, ctx: plan.with_(engine="static", vocoder="compile", vocoder_options=_options(ctx)),
+    why_not=_why_not_compile,
+)
+CUDA_GRAPH = Lever(
+    "vocoder_cuda_graph",
+    "the compiled vocoder replayed as one CUDA graph per length bucket",
+    apply=lambda plan, ctx: plan.with_(engine="static", vocoder="cuda_graph",
+                                       vocoder_options=plan.vocoder_options or _options(ctx)),
+    why_not=_why_not_graph,
+)
