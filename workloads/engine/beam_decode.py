@@ -271,6 +271,7 @@ class BeamDecoder:
                 self.reorder_fn()
         self.graphs = (step, reorder)
 
+    @torch.no_grad()   # compiled under grad mode, the step would be recompiled for the timed rounds
     def warm(self) -> None:
         """A few steps, so that compilation happens here and not in a timed round."""
         self.prepare()

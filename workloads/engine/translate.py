@@ -227,8 +227,11 @@ class Vocoder:
         spkr_e = voc.speaker_embedding(spkr).transpose(1, 2).repeat(1, 1, Tb)
         lang_e = voc.language_embedding(lang).transpose(1, 2).repeat(1, 1, Tb)
         wave = self._run_hifi(torch.cat([lang_e, h, spkr_e], dim=1))
+        # Output lengths by the library's formulas, on the host: on device tensors they are a
+        # hundred one-element kernels, as long as the convolutions themselves at batch 1.
+        units = voc._get_dur_output_lengths(unit_ids, dur).reshape(-1).cpu()
+        lengths = voc._get_output_hifigan_lengths(units)
         keep = int(voc._get_output_hifigan_lengths(torch.tensor(T)))
-        lengths = voc._get_output_hifigan_lengths(voc._get_dur_output_lengths(unit_ids, dur))
         return wave[:, :keep].clone(), lengths
 
 

@@ -20,7 +20,9 @@ def _why_not_graph(ctx):
 
 
 def _options(ctx):
-    return {"coordinate_descent_tuning": True} if ctx.device.type == "cuda" else {}
+    # The paper compiles with mode="max-autotune": its Triton convolution templates beat
+    # cuDNN on these narrow 1-D convolutions (14.1 -> 9.0 ms per graph replay on an H100).
+    return {"max_autotune": True} if ctx.device.type == "cuda" else {}
 
 
 COMPILE = Lever(
