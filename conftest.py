@@ -27,6 +27,9 @@ def pytest_addoption(parser):
                 help="rewrite each run case's baseline entry from this run instead of gating on it")
     g.addoption("--results", metavar="FILE", default=None,
                 help="write pytest-benchmark JSON (every figure in extra_info) to FILE")
+    g.addoption("--case-log", metavar="FILE", default=None,
+                help="append each case's result (with its gate verdict and failures) to FILE as a JSON line "
+                     "the moment the case ends, so an interrupted run keeps what it measured")
     g.addoption("--checkpoint", metavar="NAME=DIR", action="append", default=[],
                 help="use a local checkpoint directory for model NAME (e.g. llama-7b=/models/CodeLlama-7b-hf)")
     g.addoption("--latency-threshold", type=float, default=None,
@@ -191,6 +194,9 @@ def run_case(request, benchmark, mmgen):
         if failures:
             gate = "FAIL"
         request.node.user_properties.append(("mmgen_row", _row(result, gate)))
+        if config.getoption("--case-log"):
+            with open(config.getoption("--case-log"), "a") as fh:
+                fh.write(json.dumps({"gate": gate, "failures": failures, "result": result}, default=str) + "\n")
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)
         return result

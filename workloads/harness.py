@@ -93,7 +93,7 @@ def _summ(values, seed=0) -> dict:
 def run_case(case: Case, session: Session) -> dict:
     device = session.device
     wl = WORKLOADS[case.workload]
-    plan, reason = plan_for(case.lever, Context(device, wl.supports_for(case.task)), wl.ladder)
+    plan, reason = plan_for(case.lever, Context(device, wl.supports_for(case.task), tuning=wl.compile_tuning), wl.ladder)
     if plan is None:
         raise NotApplicable(reason)
 

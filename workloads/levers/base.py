@@ -15,6 +15,9 @@ class Context:
 
     device: torch.device
     supports: frozenset[str]   # e.g. {"static_decode"}
+    # Whether compile-time autotuning pays for itself: yes where one compiled step is most of
+    # the run (a 7B decode), no where it is a small share and compile time gates pull requests.
+    tuning: bool = True
 
 
 @dataclass(frozen=True)

@@ -94,16 +94,22 @@ def gpu_state(device: torch.device | str) -> dict:
 def _git_commit() -> tuple[str, bool | None]:
     """The checked-out commit and whether tracked files differ from it.
 
-    A runner that ships the tree without .git names the commit in MMGEN_COMMIT instead;
-    then cleanliness is unknown (None).
+    A runner that ships the tree without its own .git names the commit in MMGEN_COMMIT, which
+    then wins (a .git further up, or a stale one, would name the wrong code); cleanliness is
+    then unknown (None).
     """
+    if os.environ.get("MMGEN_COMMIT"):
+        return os.environ["MMGEN_COMMIT"], None
     root = Path(__file__).resolve().parents[2]
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        if Path(top).resolve() != root:
+            return "unknown", None
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip())
         return commit, dirty
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("MMGEN_COMMIT", "unknown"), None
+        return "unknown", None
 
 
 def provenance(device: torch.device | str) -> dict:
