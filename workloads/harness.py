@@ -18,7 +18,7 @@ from .measure import device as md
 from .measure.memory import peak_memory
 from .measure.roofline import roofline
 from .measure.stats import ratio_of_medians, summarize
-from .measure.timing import Schedule, Variant, interleave, wall_seconds
+from .measure.timing import Schedule, Variant, interleave, release_compile_workers, wall_seconds
 from .registry import WORKLOADS
 
 
@@ -78,11 +78,14 @@ def _setup(runner, device) -> dict:
     what dynamo did. Shared decoders keep the figures, so every case that uses one reports them."""
     dec = getattr(runner, "decoder", None)
     metrics = dec.setup_metrics if dec is not None else {}
-    for name, step in runner.setup_steps():
+    steps = runner.setup_steps()
+    for name, step in steps:
         with mc.dynamo_delta() as d:
             metrics[name] = wall_seconds(step, device)
         if name == "compile_s":
             metrics.update(graphs=d.graphs, graph_breaks=d.graph_breaks)
+    if steps:
+        release_compile_workers()
     return metrics
 
 

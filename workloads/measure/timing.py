@@ -85,6 +85,21 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
+def release_compile_workers() -> None:
+    """Shut down inductor's compile-worker processes once compiling is done.
+
+    Left running they slow host-bound eager code in the timing process: on an H100 host a
+    24-layer eager speech encoder took 38.5 ms before any compile and 53-61 ms after one, in
+    the same process. Eager references timed after a lever's compile would look slower than
+    they are, and every speedup over them larger. A later compile starts a new pool.
+    """
+    try:
+        from torch._inductor.async_compile import shutdown_compile_workers
+    except ImportError:   # pragma: no cover - older layouts
+        return
+    shutdown_compile_workers()
+
+
 def wall_seconds(fn: Callable[[], object], device) -> float:
     """Host wall time of a one-off step (compile, graph capture), device work included."""
     synchronize(device)
