@@ -170,7 +170,6 @@ class Vocoder:
         self.inductor_options = inductor_options or None
         self._compiled: dict[tuple, object] = {} if compiled is None else compiled   # may be shared
         self._graphs: dict[tuple, tuple] = {}
-        self.setup_metrics: dict = {}
 
     def _hifi_for(self, shape: tuple):
         fn = self._compiled.get(shape)
