@@ -65,3 +65,18 @@ def test_update_then_gate_end_to_end(tmp_path):
     r = pytest_run("perf_tests", "-k", CASE, "--device", "cpu", "--baselines", str(tmp_path))
     assert r.returncode == 1
     assert str(path) in r.stdout and "latency_ms.ci" in r.stdout
+
+
+def test_case_log_and_module_table(tmp_path):
+    """--case-log keeps one JSON line per case as it ends; a pipeline workload also prints
+    where its time goes, module by module."""
+    log = tmp_path / "cases.jsonl"
+    r = pytest_run("perf_tests", "-k", "seamless-tiny/T-T/compile/tiny/bs1", "--device", "cpu", "--case-log", str(log))
+    assert r.returncode == 0, r.stdout[-2000:]
+    (line,) = log.read_text().splitlines()
+    record = json.loads(line)
+    assert record["gate"] == "pass (counters)" and record["failures"] == []
+    result = record["result"]
+    assert result["case"] == "seamless-tiny/T-T/compile/tiny/bs1"
+    assert {"encoder", "decoder.prefill", "decoder.step", "kv_reorder"} <= set(result["modules_ms"]["lever"])
+    assert "where the time goes" in r.stdout
