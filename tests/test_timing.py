@@ -38,3 +38,16 @@ def test_replay_clock_reproduces_samples():
     clock.load([0.5, 0.25])
     t0 = clock(); clock.advance(); t1 = clock(); clock.advance(); t2 = clock()
     assert (t1 - t0, t2 - t1) == (0.5, 0.25)
+
+
+def test_breakdown_sums_spans_and_leaves_the_rest_as_other():
+    from workloads.measure import breakdown
+
+    marks = {"first_token": 3.0, "end": 10.0, "span:encoder": 2.0, "span:decoder.step": 3.0, "span:kv_reorder": 1.0}
+    m = breakdown.modules(marks, share=("kv_reorder", ("decoder.step", "kv_reorder")))
+    assert m["encoder"] == 2.0 and m["other"] == 4.0 and m["total"] == 10.0
+    assert m["kv_reorder_share"] == 0.25
+    assert breakdown.modules({"end": 5.0}) == {}
+    fast = {"encoder": 1.0, "decoder.step": 0.5, "kv_reorder": 0.5}
+    sp = breakdown.group_speedup(m, fast, {"enc": ("encoder",), "dec": ("decoder.step", "kv_reorder"), "voc": ("vocoder",)})
+    assert sp == {"enc": 2.0, "dec": 4.0}   # a group neither side ran is left out

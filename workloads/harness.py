@@ -13,6 +13,7 @@ import torch
 from .cases import Case
 from .engine.plan import Plan
 from .levers import Context, plan_for
+from .measure import breakdown
 from .measure import counters as mc
 from .measure import device as md
 from .measure.memory import peak_memory
@@ -146,11 +147,13 @@ def run_case(case: Case, session: Session) -> dict:
         "vocoder_setup_s": setup.get("vocoder_setup_s"),
         "agreement": _agreement(variants),
     }
-    modules = {v.name: _modules(v.once(device, record=False, spans=True)) for v in variants}
+    modules = {v.name: breakdown.modules(v.once(device, record=False, spans=True), share=wl.share_spans)
+               for v in variants}
     if any(modules.values()):
         result["modules_ms"] = {("eager" if k == "eager" else "lever"): m for k, m in modules.items()}
         if not is_reference:
-            result["module_speedup"] = _module_speedup(result["modules_ms"]["eager"], result["modules_ms"]["lever"])
+            result["module_speedup"] = breakdown.group_speedup(result["modules_ms"]["eager"], result["modules_ms"]["lever"],
+                                                               wl.module_groups)
     waveform_lengths = getattr(lever, "waveform_lengths", None)
     if waveform_lengths is not None:
         result["audio_samples"] = [int(x) for x in waveform_lengths.reshape(-1).tolist()]
@@ -168,41 +171,6 @@ def run_case(case: Case, session: Session) -> dict:
         result["gpu_state"] = md.gpu_state(device)
     result["provenance"] = md.provenance(device)
     return result
-
-
-def _modules(marks: dict[str, float]) -> dict[str, float]:
-    """Time per module from one instrumented round (spans summed over calls), the rest of the
-    round as `other` (host work between modules: beam bookkeeping, tokenization tables, ...),
-    and the KV reorder's share of the decode phase."""
-    spans = {k.split(":", 1)[1]: v for k, v in marks.items() if k.startswith("span:")}
-    if not spans:
-        return {}
-    out = dict(spans)
-    out["other"] = max(marks["end"] - sum(spans.values()), 0.0)
-    out["total"] = marks["end"]
-    decode = spans.get("decoder.step", 0.0) + spans.get("kv_reorder", 0.0)
-    out["kv_reorder_share"] = spans.get("kv_reorder", 0.0) / decode if decode else None
-    return out
-
-
-# Modules as the paper names them, from the spans they are timed by.
-MODULE_GROUPS = {
-    "encoder": ("encoder",),
-    "text_decoder": ("decoder.prefill", "decoder.step", "kv_reorder"),
-    "t2u": ("t2u", "decoder.rerun"),
-    "vocoder": ("vocoder",),
-}
-
-
-def _module_speedup(eager: dict, lever: dict) -> dict[str, float]:
-    """Eager time over lever time per module group, from the breakdown rounds."""
-    out = {}
-    for group, names in MODULE_GROUPS.items():
-        e = sum(eager.get(n, 0.0) for n in names)
-        v = sum(lever.get(n, 0.0) for n in names)
-        if e > 0 and v > 0:
-            out[group] = e / v
-    return out
 
 
 def _agreement(variants) -> float | None:

@@ -24,8 +24,21 @@ from .tasks import speech, text
 MAX_BATCH_MEMORY = 80e9 * 0.90
 
 
+class _Family:
+    """Presets and builds, from the model family module a workload names in `family`."""
+
+    def presets(self, scale: str) -> list[Preset]:
+        return [p for p in self.family.PRESETS.values() if p.scale == scale]
+
+    def preset(self, name: str) -> Preset:
+        return self.family.PRESETS[name]
+
+    def build(self, preset: Preset, device, checkpoint: str | None = None):
+        return self.family.build(preset, device, checkpoint=checkpoint)
+
+
 @dataclass
-class CausalLMWorkload:
+class CausalLMWorkload(_Family):
     """A decoder-only language model from transformers, generating text greedily."""
 
     name: str
@@ -36,6 +49,8 @@ class CausalLMWorkload:
     ladder: tuple[str, ...] = LADDER
     pr_levers: tuple[str, ...] = ("eager", "compile", "cuda_graph")   # at batch 1, the pull-request gate
     compile_tuning: bool = True   # the decode step is nearly all of the run: autotune it
+    module_groups: dict = field(default_factory=dict)   # one module: the breakdown has nothing to group
+    share_spans: tuple | None = None
 
     def supports_for(self, task: str) -> frozenset[str]:
         return self.supports
@@ -44,14 +59,6 @@ class CausalLMWorkload:
         """Tasks of one group share compiled decoders (their inputs have the same shapes)."""
         return task
 
-    def presets(self, scale: str) -> list[Preset]:
-        return [p for p in self.family.PRESETS.values() if p.scale == scale]
-
-    def preset(self, name: str) -> Preset:
-        return self.family.PRESETS[name]
-
-    def build(self, preset: Preset, device, checkpoint: str | None = None):
-        return self.family.build(preset, device, checkpoint=checkpoint)
 
     # -- inputs ------------------------------------------------------------------------
     def inputs(self, task: str, scale: str, batch: int, model, device) -> text.TextBatch:
@@ -110,7 +117,7 @@ class CausalLMWorkload:
 
 
 @dataclass
-class TranslationWorkload:
+class TranslationWorkload(_Family):
     """SeamlessM4T v2: speech/text in, text/speech out, beam search over the text decoder."""
 
     name: str = "seamless"
@@ -123,6 +130,14 @@ class TranslationWorkload:
     # The text decoder is ~15% of an optimized run (1 ms a step): coordinate-descent tuning
     # would add minutes of compile to the pull-request gate for a few milliseconds.
     compile_tuning: bool = False
+    # Modules as the paper names them, from the spans the engines time them by.
+    module_groups: dict = field(default_factory=lambda: {
+        "encoder": ("encoder",),
+        "text_decoder": ("decoder.prefill", "decoder.step", "kv_reorder"),
+        "t2u": ("t2u", "decoder.rerun"),
+        "vocoder": ("vocoder",),
+    })
+    share_spans: tuple = ("kv_reorder", ("decoder.step", "kv_reorder"))   # the reorder's share of decoding
     beams: int = speech.BEAMS
     tiny_max_batch: int = 4   # CPU seconds; Table III's 128 / 384 apply from `small` up
     tgt_lang: str = seamless.TGT_LANG
@@ -137,14 +152,6 @@ class TranslationWorkload:
         # S-S and S-T translate the same speech, T-T and T-S the same text: one decoder each.
         return "speech" if self.tasks[task].speech_in else "text"
 
-    def presets(self, scale: str) -> list[Preset]:
-        return [p for p in self.family.PRESETS.values() if p.scale == scale]
-
-    def preset(self, name: str) -> Preset:
-        return self.family.PRESETS[name]
-
-    def build(self, preset: Preset, device, checkpoint: str | None = None):
-        return self.family.build(preset, device, checkpoint=checkpoint)
 
     @staticmethod
     def input_limit(cfg, speech_in: bool) -> int:

@@ -20,11 +20,10 @@ is a plain top-K, and all beams end at one length.
 """
 from __future__ import annotations
 
-import contextlib
-import types
-
 import torch
 from transformers.cache_utils import EncoderDecoderCache
+
+from .graphs import capture_graph, compile_own, null_span, warm_on_side_stream
 
 try:   # transformers >= 5: hooks on every layer record outputs into a context variable
     from transformers.utils.output_capturing import _active_collector as _COLLECTOR
@@ -83,11 +82,6 @@ class _BeamCache(EncoderDecoderCache):
         self.self_attention_cache = self_cache
         self.cross_attention_cache = cross_cache
         self.is_updated = {}
-
-
-@contextlib.contextmanager
-def _null_span(name):
-    yield
 
 
 class BeamDecoder:
@@ -214,13 +208,10 @@ class BeamDecoder:
     def compile(self, **inductor_options) -> None:
         """Compile the step (and the in-place reorder) as whole graphs; each decoder gets code
         objects of its own so decoders of different shapes are not recompiles of one function."""
-        def own(fn):
-            f = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__)
-            return torch.compile(types.MethodType(f, self), fullgraph=True, dynamic=False,
-                                 options=inductor_options or None)
-        self.step_fn = own(BeamDecoder._step)
+        kwargs = dict(fullgraph=True, dynamic=False, options=inductor_options or None)
+        self.step_fn = compile_own(BeamDecoder._step, self, **kwargs)
         if self.in_place_reorder:
-            self.reorder_fn = own(BeamDecoder._reorder_in_place)
+            self.reorder_fn = compile_own(BeamDecoder._reorder_in_place, self, **kwargs)
         self.compiled = True
 
     @torch.no_grad()
@@ -254,21 +245,9 @@ class BeamDecoder:
         next `prepare`. The library-style reorder stays eager, as it runs in the library."""
         self.prepare()
         self.prefill()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):   # first calls allocate workspaces and must not be captured
-                self.step_fn()
-                self.reorder()
-        torch.cuda.current_stream().wait_stream(side)
-        step = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(step):
-            self.step_fn()
-        reorder = None
-        if self.in_place_reorder:
-            reorder = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(reorder, pool=step.pool()):
-                self.reorder_fn()
+        warm_on_side_stream(lambda: (self.step_fn(), self.reorder()))
+        step, _ = capture_graph(self.step_fn)
+        reorder = capture_graph(self.reorder_fn, pool=step.pool())[0] if self.in_place_reorder else None
         self.graphs = (step, reorder)
 
     @torch.no_grad()   # compiled under grad mode, the step would be recompiled for the timed rounds
@@ -283,7 +262,7 @@ class BeamDecoder:
 
     # -- running --------------------------------------------------------------------------
     @torch.no_grad()
-    def run(self, new_tokens: int, *, use_graph: bool = False, span=_null_span, stopwatch=None) -> torch.Tensor:
+    def run(self, new_tokens: int, *, use_graph: bool = False, span=null_span, stopwatch=None) -> torch.Tensor:
         """Decode `new_tokens` tokens; returns the best beam's sequence (B, start + new_tokens)."""
         if use_graph and self.graphs is None:
             raise RuntimeError("CUDA graph requested but not captured: call capture() first")

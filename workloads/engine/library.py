@@ -24,15 +24,13 @@ def set_attention(model, implementation: str) -> None:
         model.set_attn_implementation(implementation)
 
 
-class LibraryGenerate:
-    """Greedy `model.generate` with a dynamic cache and the plan's attention implementation."""
+class LibraryRunner:
+    """A model library's own entry point on one batch: nothing to set up but the attention."""
 
-    def __init__(self, model, batch, attn_implementation: str, keep_logits: bool = False):
+    def __init__(self, model, batch, attn_implementation: str):
         self.model = model
         self.batch = batch
         self.attn_implementation = attn_implementation
-        self.keep_logits = keep_logits   # for tests: generate also returns every step's logits
-        self.logits = None
 
     def setup_steps(self) -> list:
         return []
@@ -40,6 +38,15 @@ class LibraryGenerate:
     def prepare(self) -> None:
         # The model object is shared with other runners of the case; each sets what it needs.
         set_attention(self.model, self.attn_implementation)
+
+
+class LibraryGenerate(LibraryRunner):
+    """Greedy `model.generate` with a dynamic cache and the plan's attention implementation."""
+
+    def __init__(self, model, batch, attn_implementation: str, keep_logits: bool = False):
+        super().__init__(model, batch, attn_implementation)
+        self.keep_logits = keep_logits   # for tests: generate also returns every step's logits
+        self.logits = None
 
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None) -> torch.Tensor:

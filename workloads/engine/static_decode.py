@@ -10,11 +10,10 @@ step (stopping criteria), which is most of a 7B decode step on a GPU.
 """
 from __future__ import annotations
 
-import types
-
 import torch
 from transformers import StaticCache
 
+from .graphs import capture_graph, compile_own, warm_on_side_stream
 from .library import set_attention
 
 _BUCKET = 64   # cache lengths round up to this, so nearby prompt lengths share one compiled step
@@ -71,12 +70,8 @@ class StaticDecoder:
 
     def compile(self, **inductor_options) -> None:
         """Compile the step as one graph (fullgraph: a graph break is an error, not a slowdown)."""
-        # Dynamo keeps compiled entries per code object: decoders sharing `_step` would count as
-        # recompiles of one function and hit its limit (an error under fullgraph). Each decoder
-        # is a graph of its own over its own buffers, so it gets a code object of its own.
-        own = types.FunctionType(StaticDecoder._step.__code__.replace(), StaticDecoder._step.__globals__, "_step")
-        self.step_fn = torch.compile(types.MethodType(own, self), fullgraph=True, dynamic=False,
-                                     options=inductor_options or None)
+        self.step_fn = compile_own(StaticDecoder._step, self, fullgraph=True, dynamic=False,
+                                   options=inductor_options or None)
         self.compiled = True
 
     def warm(self) -> None:
@@ -120,15 +115,8 @@ class StaticDecoder:
         """Record the step as a CUDA graph (the state is reset by the next `prepare`)."""
         self.prepare()
         self._prefill()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):   # first calls allocate workspaces and must not be captured
-                self.step_fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.step_fn()
+        warm_on_side_stream(self.step_fn)
+        graph, _ = capture_graph(self.step_fn)
         self.graph = graph
 
     @torch.no_grad()

@@ -9,7 +9,6 @@ modules, in ours around each stage.
 from __future__ import annotations
 
 import contextlib
-import types
 
 import torch
 from torch import nn
@@ -17,8 +16,9 @@ from transformers import LogitsProcessorList
 from transformers.cache_utils import EncoderDecoderCache
 from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import _compute_new_attention_mask
 
-from .beam_decode import BeamDecoder, _null_span
-from .library import _MarkFirstToken, set_attention
+from .beam_decode import BeamDecoder
+from .graphs import capture_graph, compile_own, null_span, warm_on_side_stream
+from .library import LibraryRunner, _MarkFirstToken, set_attention
 
 SPEAKER_ID = 0
 
@@ -76,20 +76,13 @@ def _hooks(model, stopwatch, new_tokens: int):
             h.remove()
 
 
-class LibraryTranslate:
+class LibraryTranslate(LibraryRunner):
     """`SeamlessM4Tv2Model.generate` as users call it: beam search, dynamic cache, one call per batch."""
 
     def __init__(self, model, batch, attn_implementation: str, *, beams: int, tgt_lang: str):
-        self.model, self.batch = model, batch
-        self.attn_implementation = attn_implementation
+        super().__init__(model, batch, attn_implementation)
         self.beams, self.tgt_lang = beams, tgt_lang
         self.waveform = self.waveform_lengths = None
-
-    def setup_steps(self) -> list:
-        return []
-
-    def prepare(self) -> None:
-        set_attention(self.model, self.attn_implementation)
 
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None) -> torch.Tensor:
@@ -176,9 +169,8 @@ class Vocoder:
         if fn is None:
             # A code object per bucket: buckets are separate graphs, not recompiles of one.
             hifi = self.module.hifi_gan
-            f = types.FunctionType(type(hifi).forward.__code__.replace(), type(hifi).forward.__globals__, "forward")
-            fn = self._compiled[shape] = torch.compile(types.MethodType(f, hifi), fullgraph=True, dynamic=False,
-                                                       options=self.inductor_options)
+            fn = self._compiled[shape] = compile_own(type(hifi).forward, hifi, fullgraph=True, dynamic=False,
+                                                     options=self.inductor_options)
         return fn
 
     def _run_hifi(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,15 +180,8 @@ class Vocoder:
         if key not in self._graphs:
             fn = self._hifi_for(key)
             static_in = x.clone()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    fn(static_in)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = fn(static_in)
+            warm_on_side_stream(lambda: fn(static_in))
+            graph, static_out = capture_graph(lambda: fn(static_in))
             self._graphs[key] = (graph, static_in, static_out)
         graph, static_in, static_out = self._graphs[key]
         static_in.copy_(x)
@@ -283,7 +268,7 @@ class TranslateRunner:
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None, *, text_only: bool = False) -> torch.Tensor:
         n = new_tokens or self.batch.new_tokens
-        span = stopwatch.span if stopwatch is not None else _null_span
+        span = stopwatch.span if stopwatch is not None else null_span
         with span("encoder"):
             enc, enc_mask = encode(self.model, self.batch)
         self.decoder.load(enc, enc_mask, start_ids(self.model, self.tgt_lang))
