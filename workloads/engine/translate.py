@@ -147,74 +147,118 @@ def text_to_units(model, sequences: torch.Tensor, enc: torch.Tensor, enc_mask: t
 
 
 class Vocoder:
-    """The unit HiFi-GAN: the library module as is, or its convolution stack compiled (and
-    replayed as a CUDA graph) per length bucket.
+    """The unit HiFi-GAN: the library module as is, or compiled (and replayed as CUDA graphs)
+    per length bucket.
 
-    Frames are padded up to a multiple of `bucket` so that varying unit counts share a few
-    compiled shapes; the waveform is cut back to the unpadded length. Padding changes only the
-    last samples within the convolutions' reach of the end (tests state the bound).
+    The library's forward upsamples units to frames with `repeat_interleave`, whose output
+    size is data: a host sync in the middle, and eager launches around it. Here it is split
+    in two stages with one host read between them: (A) unit embedding and the library's
+    duration predictor over units padded to a multiple of `unit_bucket` (masked, so padding
+    changes no duration), giving each unit's last frame; (B) frames gathered by
+    `searchsorted` over those ends, padded to a multiple of `bucket`, the language and
+    speaker embeddings, and the convolution stack. `compile` compiles B per (batch, units,
+    frames) bucket; `cuda_graph` also records A (eager kernels, so durations round exactly
+    as the library's do) and B as CUDA graphs. Frame padding changes only the last samples
+    within the convolutions' reach of the end (tests state the bound).
     """
 
-    def __init__(self, module, mode: str = "eager", *, bucket: int = 64, inductor_options: dict | None = None,
-                 compiled: dict | None = None):
+    def __init__(self, module, mode: str = "eager", *, bucket: int = 64, unit_bucket: int = 32,
+                 inductor_options: dict | None = None, compiled: dict | None = None):
         if mode not in ("eager", "compile", "cuda_graph"):
             raise ValueError(f"vocoder mode {mode!r}: expected eager, compile or cuda_graph")
-        self.module, self.mode, self.bucket = module, mode, bucket
+        self.module, self.mode, self.bucket, self.unit_bucket = module, mode, bucket, unit_bucket
         self.inductor_options = inductor_options or None
         self._compiled: dict[tuple, object] = {} if compiled is None else compiled   # may be shared
-        self._graphs: dict[tuple, tuple] = {}
+        self._graphs_a: dict[tuple, tuple] = {}
+        self._graphs_b: dict[tuple, tuple] = {}
 
-    def _hifi_for(self, shape: tuple):
-        fn = self._compiled.get(shape)
+    # -- stage A: durations ---------------------------------------------------------------
+    def _durations(self, ids: torch.Tensor, unit_mask: torch.Tensor):
+        """Unit embeddings, each unit's end frame (cumulative durations) and each row's count
+        of non-pad units, as CodeHifiGan.forward and _get_dur_output_lengths compute them."""
+        voc = self.module
+        h = voc.unit_embedding(ids)
+        log_dur = voc.dur_predictor(h, padding_mask=unit_mask)
+        dur = torch.clamp(torch.round(torch.expm1(log_dur)).long(), min=1) * unit_mask
+        real = (ids != voc.pad_token_id).sum(1, keepdim=True)   # bucket padding is pad too
+        return h, torch.cat([dur.cumsum(1), real], dim=1)
+
+    def _stage_a(self, ids: torch.Tensor, unit_mask: torch.Tensor):
+        if self.mode != "cuda_graph":
+            return self._durations(ids, unit_mask)
+        key = tuple(ids.shape)
+        if key not in self._graphs_a:
+            static = (ids.clone(), unit_mask.clone())
+            warm_on_side_stream(lambda: self._durations(*static))
+            graph, out = capture_graph(lambda: self._durations(*static))
+            self._graphs_a[key] = (graph, static, out)
+        graph, (s_ids, s_mask), out = self._graphs_a[key]
+        s_ids.copy_(ids)
+        s_mask.copy_(unit_mask)
+        graph.replay()
+        return out
+
+    # -- stage B: frames and the convolution stack ----------------------------------------
+    def _synthesize(self, h: torch.Tensor, ends: torch.Tensor, lang: torch.Tensor, spkr: torch.Tensor,
+                    frames: int) -> torch.Tensor:
+        voc = self.module
+        B, U, _ = h.shape
+        t = torch.arange(frames, device=h.device)
+        # The unit each frame repeats: the first whose end lies beyond it (repeat_interleave's order).
+        unit = torch.searchsorted(ends, t.expand(B, frames).contiguous(), right=True).clamp(max=U - 1)
+        x = torch.gather(h, 1, unit.unsqueeze(-1).expand(B, frames, h.shape[-1]))
+        x = (x * (t < ends[:, -1:]).unsqueeze(-1).to(x.dtype)).transpose(1, 2)   # zeros past each row's frames
+        spkr_e = voc.speaker_embedding(spkr).transpose(1, 2).expand(-1, -1, frames)
+        lang_e = voc.language_embedding(lang).transpose(1, 2).expand(-1, -1, frames)
+        return voc.hifi_gan(torch.cat([lang_e, x, spkr_e], dim=1))
+
+    def _compiled_b(self, key: tuple):
+        fn = self._compiled.get(key)
         if fn is None:
             # A code object per bucket: buckets are separate graphs, not recompiles of one.
-            hifi = self.module.hifi_gan
-            fn = self._compiled[shape] = compile_own(type(hifi).forward, hifi, fullgraph=True, dynamic=False,
-                                                     options=self.inductor_options)
+            fn = self._compiled[key] = compile_own(type(self)._synthesize, self, fullgraph=True, dynamic=False,
+                                                   options=self.inductor_options)
         return fn
 
-    def _run_hifi(self, x: torch.Tensor) -> torch.Tensor:
+    def _stage_b(self, h, ends, lang, spkr, frames: int) -> torch.Tensor:
+        key = (tuple(h.shape), frames)
+        fn = self._compiled_b(key)
         if self.mode == "compile":
-            return self._hifi_for(tuple(x.shape))(x)
-        key = tuple(x.shape)
-        if key not in self._graphs:
-            fn = self._hifi_for(key)
-            static_in = x.clone()
-            warm_on_side_stream(lambda: fn(static_in))
-            graph, static_out = capture_graph(lambda: fn(static_in))
-            self._graphs[key] = (graph, static_in, static_out)
-        graph, static_in, static_out = self._graphs[key]
-        static_in.copy_(x)
+            return fn(h, ends, lang, spkr, frames)
+        if key not in self._graphs_b:
+            static = (h, ends, lang.clone(), spkr.clone())   # h, ends: stage A's graph outputs
+            warm_on_side_stream(lambda: fn(*static, frames))
+            graph, out = capture_graph(lambda: fn(*static, frames))
+            self._graphs_b[key] = (graph, static, out)
+        graph, (_, _, s_lang, s_spkr), out = self._graphs_b[key]
+        s_lang.copy_(lang)
+        s_spkr.copy_(spkr)
         graph.replay()
-        return static_out
+        return out
 
     @torch.no_grad()
     def __call__(self, unit_ids: torch.Tensor, lang_id: int, speaker_id: int = SPEAKER_ID):
         voc = self.module
-        B = unit_ids.shape[0]
-        lang = torch.full((B, 1), lang_id, dtype=torch.long, device=unit_ids.device)
-        spkr = torch.full((B, 1), speaker_id, dtype=torch.long, device=unit_ids.device)
+        B, U = unit_ids.shape
+        dev = unit_ids.device
+        lang = torch.full((B, 1), lang_id, dtype=torch.long, device=dev)
+        spkr = torch.full((B, 1), speaker_id, dtype=torch.long, device=dev)
         if self.mode == "eager":
             return voc(input_ids=unit_ids, speaker_id=spkr, lang_id=lang)
-        # CodeHifiGan.forward up to its convolution stack, as the library computes it.
-        h = voc.unit_embedding(unit_ids).transpose(1, 2)
-        log_dur = voc.dur_predictor(h.transpose(1, 2))
-        dur = torch.clamp(torch.round(torch.expm1(log_dur)).long(), min=1)
-        if B == 1:
-            h = torch.repeat_interleave(h, dur.view(-1), dim=2)
-        else:
-            rows = [torch.repeat_interleave(r, d, dim=-1).transpose(0, 1) for r, d in zip(h, dur)]
-            h = nn.utils.rnn.pad_sequence(rows, batch_first=True).transpose(1, 2)
-        T = h.shape[-1]
-        Tb = -(-T // self.bucket) * self.bucket
-        h = nn.functional.pad(h, (0, Tb - T))
-        spkr_e = voc.speaker_embedding(spkr).transpose(1, 2).repeat(1, 1, Tb)
-        lang_e = voc.language_embedding(lang).transpose(1, 2).repeat(1, 1, Tb)
-        wave = self._run_hifi(torch.cat([lang_e, h, spkr_e], dim=1))
-        # Output lengths by the library's formulas, on the host: on device tensors they are a
-        # hundred one-element kernels, as long as the convolutions themselves at batch 1.
-        units = voc._get_dur_output_lengths(unit_ids, dur).reshape(-1).cpu()
+        Ub = -(-U // self.unit_bucket) * self.unit_bucket
+        ids = nn.functional.pad(unit_ids, (0, Ub - U), value=voc.pad_token_id)
+        unit_mask = (torch.arange(Ub, device=dev) < U).expand(B, Ub).to(torch.long)
+        h, ends_real = self._stage_a(ids, unit_mask)
+        ends = ends_real[:, :-1]
+        # The one host read: frame counts choose the bucket; output lengths follow from them
+        # by the library's formulas, on the host (on the device they are a hundred tiny kernels).
+        host = ends_real.cpu()
+        T = int(host[:, Ub - 1].max())
+        last = host[:, -1].clamp(0, U - 1)   # the library's index: the count of non-pad units
+        units = host[:, :-1].gather(1, last.unsqueeze(1)).reshape(-1)
         lengths = voc._get_output_hifigan_lengths(units)
+        Tb = -(-T // self.bucket) * self.bucket
+        wave = self._stage_b(h, ends, lang, spkr, Tb)
         keep = int(voc._get_output_hifigan_lengths(torch.tensor(T)))
         return wave[:, :keep].clone(), lengths
 
