@@ -88,10 +88,17 @@ class StaticForward:
         return _up(n, LENGTH_BUCKET) if self.bucketed else n
 
     def fits(self, batch) -> bool:
+        """Whether `batch` can be copied in; once a graph is captured, also whether its kernel
+        grids (the length buckets of the full and the truncated layers) are the captured ones."""
         T2 = len(batch.keep_index) if batch.keep_index is not None else 0
-        return (batch.batch == self.batch_size and batch.total <= self.rows and T2 <= self.kept_rows
-                and (T2 == 0) == (self.keep_index is None)
-                and (self.graph is None or self._grid(batch.max_len) == self.jag.grid_len))
+        if batch.batch != self.batch_size or batch.total > self.rows or T2 > self.kept_rows:
+            return False
+        if (T2 == 0) != (self.keep_index is None):
+            return False
+        if self.graph is None:
+            return True
+        same_kept = self.kept is None or self._grid(max(batch.kept_lengths)) == self.kept.grid_len
+        return self._grid(batch.max_len) == self.jag.grid_len and same_kept
 
     def load(self, batch) -> None:
         if not self.fits(batch):
