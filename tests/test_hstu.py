@@ -207,7 +207,7 @@ def test_histories_follow_table_ii():
     assert b.batch == 32 and all(4507 <= n <= 5121 for n in b.lengths)
     check_offsets(b.offsets, b.total, b.lengths)
     assert b.kept_lengths == (1024,) * 32 and len(b.keep_index) == 32 * 1024
-    sweep = history.make_batch("H-A@8K", "paper", 2, num_items=6001, num_actions=8, max_len=8192, limit=1024)
+    sweep = history.make_batch("H-A-8K", "paper", 2, num_items=6001, num_actions=8, max_len=8192, limit=1024)
     assert sweep.lengths == (8192, 8192)
 
 
@@ -223,7 +223,7 @@ def test_batches_are_seeded_ordered_and_keep_the_latest_items():
     with pytest.raises(ValueError, match="lengths must be >= 1"):
         history.batch_from_lengths([3, 0], num_items=10, num_actions=2, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="draws histories up to 8192 items; the model takes 128"):
-        history.make_batch("H-A@8K", "paper", 1, **kw)
+        history.make_batch("H-A-8K", "paper", 1, **kw)
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -316,7 +316,7 @@ def test_model_rejects_what_it_cannot_take(tiny):
 # -- cases -----------------------------------------------------------------------------------
 def test_matrix_ids_sweep_and_marks():
     paper = {c.id: c for c in matrix("hstu", WL.ladder, "paper")}
-    for task in ("H-A", "H-A@1K", "H-A@2K", "H-A@4K", "H-A@8K"):
+    for task in ("H-A", "H-A-1K", "H-A-2K", "H-A-4K", "H-A-8K"):
         for bs in (1, 32):
             assert f"hstu-paper/{task}/fused/paper/bs{bs}" in paper
     assert {"gpu", "pr"} <= set(paper["hstu-paper/H-A/fused/paper/bs1"].marks)
