@@ -127,3 +127,29 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
         UPCAST_DOT=_INTERPRETING and v.dtype != torch.float32,
     )
     return out
+
+
+def compile_ahead(arch: int = 90, dqk: int = 128, dv: int = 128, dtype: str = "bf16") -> list[dict]:
+    """Compile the kernel for a CUDA architecture (90: H100) in every tuning shape, without a
+    GPU: Triton's bundled compiler and ptxas catch type, shape and lowering errors on any
+    machine. Needs the compiling mode (TRITON_INTERPRET unset). Returns each shape's shared
+    memory in bytes, which must fit the architecture's (228 KB per SM on an H100)."""
+    import inspect
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if _INTERPRETING:
+        raise RuntimeError("compile_ahead needs Triton in its compiling mode (TRITON_INTERPRET unset)")
+    names = list(inspect.signature(_hstu_fwd).parameters)
+    types = {"Q": f"*{dtype}", "K": f"*{dtype}", "V": f"*{dtype}", "OUT": f"*{dtype}", "POS_W": f"*{dtype}",
+             "TS_W": f"*{dtype}", "TS": "*i64", "OFF": "*i64", "INV_N": "*fp32", "alpha": "fp32", "bucket_width": "fp32"}
+    out = []
+    for cfg in _CONFIGS:
+        const = {"DQK": dqk, "DV": dv, "UPCAST_DOT": False, **cfg.kwargs}
+        sig = {n: "constexpr" if n in const else types.get(n, "i32") for n in names}
+        src = ASTSource(triton.jit(_hstu_fwd), sig, constexprs={(names.index(k),): v for k, v in const.items()})
+        k = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                           options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+        out.append({**cfg.kwargs, "num_warps": cfg.num_warps, "shared": k.metadata.shared})
+    return out
