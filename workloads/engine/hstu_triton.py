@@ -107,7 +107,7 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
         raise ValueError(f"the fused kernel takes head dims that are powers of two >= 16, got qk {DQK}, v {DV}")
     # Row and head strides are the kernel's arguments (q, k, v are views into one projection);
     # only the head dim must be dense.
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    q, k, v = [t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v)]
     out = torch.empty(T, H, DV, dtype=v.dtype, device=v.device)
     B = offsets.numel() - 1
     if T == 0 or B == 0 or grid_len == 0:
