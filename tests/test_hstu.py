@@ -333,6 +333,24 @@ def test_model_rejects_what_it_cannot_take(tiny):
         hstu.build(hstu.PRESETS["hstu-tiny"], CPU, checkpoint="/nowhere")
 
 
+def test_a_case_reports_latency_and_the_attention_share_but_no_token_times():
+    """HSTU generates nothing: its result has no TTFT or TPOT, and its breakdown gives the
+    attention's share of the forward on both sides and where the time went per module."""
+    from workloads.cases import Case
+    from workloads.harness import Session, run_case
+
+    r = run_case(Case("hstu", "hstu-tiny", "H-A", "memory_efficient", "tiny", 2), Session(CPU))
+    assert r["ttft_ms"] is None and r["tpot_ms"] is None and r["new_tokens"] == 0
+    assert r["latency_ms"]["median"] > 0 and r["speedup"]["median"] > 0
+    assert len(r["prompt_lengths"]) == 2 and r["agreement"] == 1.0   # the same items retrieved
+    for side in ("eager", "lever"):
+        m = r["modules_ms"][side]
+        assert {"embedding", "dense", "attention", "heads"} <= set(m) and 0 < m["attention_share"] < 1
+        assert r["span_tflops"][side]["attention"] > 0
+    assert set(r["module_speedup"]) == {"attention", "dense", "embedding", "heads"}
+    assert r["counters"] == {"recompiles": 0}
+
+
 # -- cases -----------------------------------------------------------------------------------
 def test_matrix_ids_sweep_and_marks():
     paper = {c.id: c for c in matrix("hstu", WL.ladder, "paper")}
