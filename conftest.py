@@ -143,11 +143,21 @@ def pytest_collection_modifyitems(config, items):
             continue
         item.add_marker(pytest.mark.benchmark(timer=REPLAY_CLOCK, group=case.id.rsplit("/", 3)[0] + f"/{case.scale}/bs{case.batch}"))
         if "gpu" in case.marks and device.type != "cuda":
-            item.add_marker(pytest.mark.skip(reason=f"{case.id} needs a CUDA GPU (running on the CPU)"))
+            item.add_marker(pytest.mark.skip(reason=f"{case.id} needs a CUDA GPU (running on the CPU){_why_gpu(case, device)}"))
         elif "large" in case.marks and gpu_bytes < LARGE_GPU_BYTES and not config.getoption("--run-large"):
             item.add_marker(pytest.mark.skip(
                 reason=f"{case.id} is `large`: needs a GPU of 100 GiB or more, this one has "
                        f"{gpu_bytes / 2**30:.0f} GiB (--run-large to try anyway)"))
+
+
+def _why_gpu(case, device) -> str:
+    """The lever's own reason, where one of the case's levers names it."""
+    from workloads.levers import Context, plan_for
+    from workloads.registry import WORKLOADS
+
+    wl = WORKLOADS[case.workload]
+    _, reason = plan_for(case.lever, Context(device, wl.supports_for(case.task)), wl.ladder)
+    return f": {reason}" if reason else ""
 
 
 @pytest.fixture(scope="session")
@@ -211,8 +221,8 @@ def _row(result: dict, gate: str) -> dict:
         "case": result["case"],
         "rounds": result["rounds"],
         "e2e": result["latency_ms"]["median"],
-        "ttft": result["ttft_ms"]["median"],
-        "tpot": result["tpot_ms"]["median"],
+        "ttft": (result.get("ttft_ms") or {}).get("median"),
+        "tpot": (result.get("tpot_ms") or {}).get("median"),
         "speedup": None if sp is None else (sp["median"], sp["ci"][0], sp["ci"][1]),
         "roofline": None if roof is None else roof["fraction"],
         "compile_s": result.get("compile_s"),

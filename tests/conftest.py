@@ -3,6 +3,11 @@ import os
 
 import pytest
 import torch
+
+# Without a GPU, Triton kernels are tested under Triton's interpreter (the same source run with
+# NumPy). Triton fixes the mode when it is first imported, which the workloads' imports do.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from hypothesis import HealthCheck, settings
 
 # Every new input shape is a torch.compile recompile (seconds on a CPU): few examples, no deadline.

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from workloads.models import llama
+from workloads.models import hstu, llama
 from workloads.models.common import CheckpointError, check_checkpoint_dir, kv_bytes_per_token, parameter_count
 
 
@@ -16,8 +16,32 @@ def test_paper_presets_match_published_parameter_counts(name):
     assert count == pytest.approx(preset.published_params, rel=0.01), f"{name}: {count / 1e9:.3f}B"
 
 
-def test_every_scale_has_a_preset():
-    assert {p.scale for p in llama.PRESETS.values()} == {"tiny", "small", "paper"}
+def _hstu_parameters(c: hstu.HSTUConfig) -> int:
+    """HSTU's parameters from its equations, term by term (no parameter count is published for
+    the paper's configuration, so the test checks the model against the cited config's formula)."""
+    d, e, h = c.d_model, c.embedding_dim, c.num_heads
+    uvqk = h * (2 * c.v_dim + 2 * c.qk_dim)
+    layer = (2 * d                               # LN(x)
+             + d * uvqk + uvqk                   # W_uvqk, bias
+             + c.max_seq_len + c.num_time_buckets + 1   # position and time bias
+             + 2 * c.v_dim                       # LN(AV), per head
+             + h * c.v_dim * d + d)              # W_o, bias
+    embed = c.num_items * e + (c.num_actions + 1) * e + e * d + d
+    heads = 2 * d + (d * d + d) + (d * c.num_actions + c.num_actions) + (e * d + d)
+    return embed + (c.full_layers + c.truncated_layers) * layer + heads
+
+
+def test_hstu_paper_preset_matches_its_config_formula():
+    preset = hstu.PRESETS["hstu-paper"]
+    c = hstu.config(preset)
+    assert (c.num_heads, c.qk_dim, c.v_dim, c.d_model, c.embedding_dim) == (4, 128, 128, 512, 256)   # DLRMv3 defaults
+    assert (c.full_layers + c.truncated_layers, c.truncated_layers, c.truncate_to, c.num_items) == (14, 11, 1024, 6001)
+    assert parameter_count(hstu.meta_model(preset)) == _hstu_parameters(c)
+
+
+@pytest.mark.parametrize("family", [llama, hstu])
+def test_every_scale_has_a_preset(family):
+    assert {p.scale for p in family.PRESETS.values()} == {"tiny", "small", "paper"}
 
 
 def test_kv_bytes_follow_grouped_query_attention():

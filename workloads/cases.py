@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .levers import stack
+from .levers import LEVERS, stack
 from .registry import WORKLOADS
 
 SCALES = ("tiny", "small", "paper")
@@ -59,7 +59,7 @@ def matrix(workload: str, levers: tuple[str, ...], scale: str) -> list[Case]:
                 for lever in levers:
                     marks = []
                     levers_of = stack(lever, wl.ladder)
-                    if scale != "tiny" or any(lv.endswith("cuda_graph") for lv in levers_of):
+                    if scale != "tiny" or any(LEVERS[lv].needs_cuda for lv in levers_of):
                         marks.append("gpu")
                     if preset.large:
                         marks.append("large")

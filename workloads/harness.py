@@ -45,6 +45,7 @@ class Session:
     _decoders: dict = field(default_factory=dict)
     _decoder_batch: tuple | None = None
     _bandwidth: float | None = None
+    _matmul: float | None = None
 
     def model(self, workload, preset_name: str):
         if preset_name not in self._models:
@@ -72,6 +73,11 @@ class Session:
         if self._bandwidth is None and self.device.type == "cuda":
             self._bandwidth = md.copy_bandwidth(self.device)
         return self._bandwidth
+
+    def matmul_flops(self) -> float | None:
+        if self._matmul is None and self.device.type == "cuda":
+            self._matmul = md.matmul_flops(self.device)
+        return self._matmul
 
 
 def _setup(runner, device) -> dict:
@@ -121,10 +127,13 @@ def run_case(case: Case, session: Session) -> dict:
 
     n = batch.new_tokens
     e2e = ours.series("end")
-    ttft = ours.series("first_token")
+    # Workloads that generate nothing (HSTU ranks in one forward) mark no first token: they
+    # report no TTFT or TPOT.
+    autoregressive = "first_token" in ours.samples[0]
+    ttft = ours.series("first_token") if autoregressive else None
     # Decoding ends before the end where stages follow it (text-to-unit, vocoder).
     decode_end = ours.series("decode_end") if "decode_end" in ours.samples[0] else e2e
-    tpot = [(e - f) / max(n - 1, 1) for e, f in zip(decode_end, ttft)]
+    tpot = [(e - f) / max(n - 1, 1) for e, f in zip(decode_end, ttft)] if autoregressive else None
     result = {
         "case": case.id,
         "workload": case.workload,
@@ -136,8 +145,8 @@ def run_case(case: Case, session: Session) -> dict:
         "new_tokens": n,
         "rounds": len(e2e),
         "latency_ms": {"metric": "e2e"} | _summ(e2e),
-        "ttft_ms": _summ(ttft, 1),
-        "tpot_ms": _summ(tpot, 2),
+        "ttft_ms": _summ(ttft, 1) if autoregressive else None,
+        "tpot_ms": _summ(tpot, 2) if autoregressive else None,
         "reference_latency_ms": _summ(variants[0].series("end"), 3),
         "speedup": None if is_reference else ratio_of_medians(variants[0].series("end"), e2e, paired=True).as_dict(),
         "peak_memory": memory.get(case.lever if not is_reference else "eager"),
@@ -154,20 +163,33 @@ def run_case(case: Case, session: Session) -> dict:
         if not is_reference:
             result["module_speedup"] = breakdown.group_speedup(result["modules_ms"]["eager"], result["modules_ms"]["lever"],
                                                                wl.module_groups)
+        span_flops = getattr(wl, "span_flops", None)
+        if span_flops is not None:
+            result["span_tflops"] = {side: breakdown.throughput(m, span_flops(model, batch))
+                                     for side, m in result["modules_ms"].items()}
+            peak = session.matmul_flops()
+            if peak:
+                result["matmul_peak_tflops"] = peak / 1e12
     waveform_lengths = getattr(lever, "waveform_lengths", None)
     if waveform_lengths is not None:
         result["audio_samples"] = [int(x) for x in waveform_lengths.reshape(-1).tolist()]
     counters = {"recompiles": during.graphs}
     if plan.compile:
         counters.update(graphs=setup["graphs"], graph_breaks=setup["graph_breaks"])
-    count = getattr(lever, "count_steps", None) or (lambda k: (lever.prepare(), lever.run(None, k)))
-    kernels = mc.per_step(count, device)
-    if kernels:
-        counters.update({k: round(v, 2) for k, v in kernels.items()})
+    if n > 0:
+        count = getattr(lever, "count_steps", None) or (lambda k: (lever.prepare(), lever.run(None, k)))
+        kernels = mc.per_step(count, device)
+        if kernels:
+            counters.update({k: round(v, 2) for k, v in kernels.items()})
+    else:   # one forward, no steps: kernels and launches of a whole run
+        kernels = mc.count_kernels(lambda: (lever.prepare(), lever.run(None)), device)
+        if kernels:
+            counters.update({f"{k}_per_run": v for k, v in kernels.items()})
     result["counters"] = counters
     if device.type == "cuda":
-        med_tpot_s = result["tpot_ms"]["median"] / 1e3
-        result["roofline"] = roofline(wl.decode_bytes(model, batch), med_tpot_s, session.bandwidth())
+        if autoregressive:
+            med_tpot_s = result["tpot_ms"]["median"] / 1e3
+            result["roofline"] = roofline(wl.decode_bytes(model, batch), med_tpot_s, session.bandwidth())
         result["gpu_state"] = md.gpu_state(device)
     result["provenance"] = md.provenance(device)
     return result

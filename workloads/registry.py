@@ -12,12 +12,14 @@ import torch
 from .engine import translate as tr
 from .engine.beam_decode import BeamDecoder, self_cache_length
 from .engine.library import LibraryGenerate
+from .engine.hstu_attention import attention_flops
 from .engine.plan import Plan
+from .engine.recommend import HSTURunner, StaticForward
 from .engine.static_decode import StaticDecoder, StaticRunner, cache_length
 from .levers import LADDER
-from .models import llama, seamless
+from .models import hstu, llama, seamless
 from .models.common import Preset, kv_bytes_per_token, parameter_count, weight_bytes_per_token
-from .tasks import speech, text
+from .tasks import history, speech, text
 
 # "Max batch" is the largest that fits in an 80 GB GPU (seed paper 1 sizes its max batches to
 # an A100 80GB). 10% is left to the CUDA context, allocator fragmentation and workspaces.
@@ -242,9 +244,77 @@ class TranslationWorkload(_Family):
         return weights + per_tok * rows * (ctx + tr.encoder_length(model, batch))
 
 
+@dataclass
+class RecommenderWorkload(_Family):
+    """HSTU: one forward pass over jagged user histories ranks a candidate and retrieves items.
+
+    Nothing is generated, so there is no first token and no decode step: a case's latency is
+    the forward's, and its breakdown is attention against the rest (seed paper 1, Fig. 4: over
+    90% of HSTU's time is attention).
+    """
+
+    name: str = "hstu"
+    family: object = hstu
+    tasks: dict = field(default_factory=lambda: dict(history.TASKS))
+    # Seed paper 1, Section V: the attention without the N x N tensor, then fused with the
+    # bias; torch.compile and CUDA graphs on top of the best of them.
+    ladder: tuple[str, ...] = ("eager", "memory_efficient", "fused", "compile", "cuda_graph")
+    pr_levers: tuple[str, ...] = ("eager", "fused", "cuda_graph")
+    compile_tuning: bool = False   # the fused kernel is ours, not inductor's: tuning would tune only the dense layers
+    module_groups: dict = field(default_factory=lambda: {
+        "attention": ("attention",), "dense": ("dense",), "embedding": ("embedding",), "heads": ("heads",),
+    })
+    share_spans: tuple = ("attention", ("embedding", "dense", "attention", "heads"))   # attention's share of the forward
+    max_batch_size: int = history.MAX_BATCH
+
+    def supports_for(self, task: str) -> frozenset[str]:
+        return frozenset({"jagged_attention", "static_forward"})
+
+    def cache_group(self, task: str) -> str:
+        return task   # every task draws its own lengths: nothing compiled is shared between tasks
+
+    def inputs(self, task: str, scale: str, batch: int, model, device) -> history.HistoryBatch:
+        cfg = model.config
+        b = history.make_batch(task, scale, batch, num_items=cfg.num_items, num_actions=cfg.num_actions,
+                               max_len=cfg.max_seq_len, limit=cfg.truncate_to if cfg.truncated_layers else None)
+        hstu.check_lengths(cfg, b.lengths)
+        return b.to(device)
+
+    def max_batch(self, preset: Preset, task: str) -> int:
+        """Table III's 32 at every scale: the eager reference's largest scores tensor at 8K,
+        (32, 4, 8192, 8192) in bf16, is 17 GiB, which an 80 GB GPU holds."""
+        return self.max_batch_size
+
+    def runner(self, model, batch, plan: Plan, decoders: dict, *, keep_logits: bool = False):
+        if not (plan.compile or plan.cuda_graph):
+            return HSTURunner(model, batch, attn_implementation=plan.attn_implementation)
+        # The compile and cuda_graph rungs share one compiled forward over bucketed static inputs.
+        key = ("hstu", id(model), batch.task, batch.batch, plan.attn_implementation, plan.compile)
+        static = decoders.get(key)
+        if static is None or not static.fits(batch):
+            static = decoders[key] = StaticForward(model, batch, attn_implementation=plan.attn_implementation,
+                                                   bucketed=True)
+            if plan.compile:
+                static.compile(**plan.compile_options)
+        static.load(batch)
+        return HSTURunner(model, batch, attn_implementation=plan.attn_implementation, static=static,
+                          use_graph=plan.cuda_graph)
+
+    def span_flops(self, model, batch) -> dict[str, float]:
+        """FLOPs of each timed span that has a fixed count: the attention's causal products."""
+        c = model.config
+        full = attention_flops(batch.lengths, c.num_heads, c.qk_dim, c.v_dim) * c.full_layers
+        kept = attention_flops(batch.kept_lengths or batch.lengths, c.num_heads, c.qk_dim, c.v_dim) * c.truncated_layers
+        return {"attention": full + kept}
+
+    def decode_bytes(self, model, batch) -> float | None:
+        return None   # no decode step: no per-token roofline
+
+
 WORKLOADS = {
     "llama": CausalLMWorkload(
         "llama", llama, tasks={"T-T": text.HUMANEVAL}, table_iii_batch=4,
     ),
     "seamless": TranslationWorkload(),
+    "hstu": RecommenderWorkload(),
 }

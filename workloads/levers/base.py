@@ -27,3 +27,5 @@ class Lever:
     apply: Callable[[Plan, Context], Plan]
     # None when the lever applies, else the reason it does not (the case is skipped with it).
     why_not: Callable[[Context], str | None] = lambda ctx: None
+    # Whether the lever can only ever run on a CUDA device: its cases are marked `gpu`.
+    needs_cuda: bool = False

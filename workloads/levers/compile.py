@@ -1,6 +1,10 @@
 """compile: static KV cache and one torch.compile'd decode step (no CUDA graph yet)."""
 from .base import Lever
 
+# What an engine can compile as one graph: a decode step over a static KV cache, or (for a
+# workload that generates nothing) its whole forward over fixed-address inputs.
+STATIC_STEPS = frozenset({"static_decode", "static_forward"})
+
 
 def _apply(plan, ctx):
     # Coordinate-descent tuning of inductor's Triton kernels: 6.10 -> 5.52 ms per token on a
@@ -10,8 +14,8 @@ def _apply(plan, ctx):
 
 
 def _why_not(ctx):
-    if "static_decode" not in ctx.supports:
-        return "the workload's engine has no static-cache decode step to compile"
+    if not ctx.supports & STATIC_STEPS:
+        return "the workload's engine has no static-cache decode step (or fixed-shape forward) to compile"
     return None
 
 

@@ -37,4 +37,5 @@ CUDA_GRAPH = Lever(
     apply=lambda plan, ctx: plan.with_(engine="static", vocoder="cuda_graph",
                                        vocoder_options=plan.vocoder_options or _options(ctx)),
     why_not=_why_not_graph,
+    needs_cuda=True,
 )

@@ -19,6 +19,11 @@ def modules(marks: dict[str, float], *, share: tuple[str, tuple[str, ...]] | Non
     return out
 
 
+def throughput(module_ms: dict, flops: dict[str, float]) -> dict[str, float]:
+    """TFLOP/s of each span with a known FLOP count, from its time in the breakdown round."""
+    return {name: f / (module_ms[name] * 1e-3) / 1e12 for name, f in flops.items() if module_ms.get(name)}
+
+
 def group_speedup(reference: dict, lever: dict, groups: dict[str, tuple[str, ...]]) -> dict[str, float]:
     """Reference time over lever time per group of spans, where both sides ran the group."""
     out = {}

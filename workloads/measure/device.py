@@ -158,3 +158,27 @@ def copy_bandwidth(device: torch.device | str, nbytes: int = 1 << 30, repeats: i
     del src, dst
     torch.cuda.empty_cache()
     return 2 * nbytes / times[len(times) // 2]
+
+
+def matmul_flops(device: torch.device | str, n: int = 8192, repeats: int = 10) -> float | None:
+    """bf16 dense matmul throughput in FLOP/s (an n x n x n product), median of repeats: the
+    ceiling a compute-bound kernel on this GPU is measured against."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        a @ b
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) / 1e3)
+    times.sort()
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * n**3 / times[len(times) // 2]

@@ -25,20 +25,26 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-_MODULE_COLUMNS = ("encoder", "decoder.prefill", "decoder.step", "kv_reorder", "decoder.rerun", "t2u", "vocoder", "other")
+_MODULE_COLUMNS = ("encoder", "decoder.prefill", "decoder.step", "kv_reorder", "decoder.rerun", "t2u", "vocoder",
+                   "embedding", "dense", "attention", "heads", "forward", "other")
+_SHARES = {"kv_reorder_share": "reorder share", "attention_share": "attention share"}
 
 
 def modules_table(rows: list[dict]) -> str:
     """Where the time goes: ms per module in one instrumented round of each case's lever side
-    (eager's own rows for the eager case), and the KV reorder's share of the decode phase."""
-    head = ["case", *(_MODULE_COLUMNS), "total", "reorder share"]
+    (eager's own rows for the eager case), and one module's share of its phase (the KV
+    reorder's of decoding, the attention's of a forward). Columns no row has are left out."""
+    mods = [r["modules"] for r in rows if r.get("modules")]
+    cols = [c for c in _MODULE_COLUMNS if c == "other" or any(c in m for m in mods)]
+    shares = [k for k in _SHARES if any(k in m for m in mods)]
+    head = ["case", *cols, "total", *(_SHARES[k] for k in shares)]
     body = []
     for r in rows:
         m = r.get("modules")
         if not m:
             continue
-        body.append([r["case"], *(_f(m.get(c), "{:.1f}") for c in _MODULE_COLUMNS), _f(m.get("total"), "{:.1f}"),
-                     _f(m.get("kv_reorder_share"), "{:.0%}")])
+        body.append([r["case"], *(_f(m.get(c), "{:.1f}") for c in cols), _f(m.get("total"), "{:.1f}"),
+                     *(_f(m.get(k), "{:.0%}") for k in shares)])
     if not body:
         return ""
     widths = [max(len(x) for x in col) for col in zip(head, *body)]

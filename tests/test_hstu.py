@@ -1,0 +1,375 @@
+"""HSTU: the three attention implementations compute the same thing; the model and its inputs.
+
+The reference is `eager` (pad to dense, materialize the N x N scores and bias). The blockwise
+`memory_efficient` path runs on the CPU as is; the fused Triton kernel runs on a GPU, or on the
+CPU under Triton's interpreter (TRITON_INTERPRET=1, set by tests/conftest.py where there is no
+GPU), which executes the same kernel source with NumPy.
+
+Tolerances. fp32: the paths add the same products in different orders (blocks of 64 or 256
+keys against one matmul); over at most 128 keys that moves results by a few fp32 ulps of the
+output scale (measured: <= 1e-7 on outputs of ~0.2), so atol 1e-5 + rtol 1e-4 holds with a wide
+margin yet would catch any wrong bias entry (0.02 scale) or mask. bf16: eager rounds scores,
+bias and SiLU to bf16 (8 bits of mantissa, relative step 2^-8) where the kernel keeps fp32,
+then each output sums up to N such terms: atol 2e-2 x the output's largest magnitude.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from workloads.cases import matrix
+from workloads.engine import hstu_attention as ha
+from workloads.engine.hstu_attention import Jagged, jagged_attention
+from workloads.engine.recommend import HSTURunner, StaticForward, jagged_of
+from workloads.levers import Context, plan_for
+from workloads.models import hstu
+from workloads.models.common import parameter_count
+from workloads.registry import WORKLOADS
+from workloads.tasks import history
+from workloads.tasks.history import JaggedError, check_offsets, offsets_of
+
+CPU = torch.device("cpu")
+WL = WORKLOADS["hstu"]
+MAX_LEN = 96        # the longest sequence drawn: above one 64-row kernel block and near the tiny histories
+NUM_POS = 80        # position table shorter than MAX_LEN: the clamp at the last distance is exercised
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.bfloat16: dict(atol=2e-2, rtol=0.0)}
+
+
+def _fused_available(device) -> str | None:
+    """None when the fused kernel can run on `device` here, else why not."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed"
+    from workloads.engine.hstu_triton import interpreting
+
+    if device.type != "cuda" and not interpreting():
+        return "no GPU and Triton's interpreter is off (TRITON_INTERPRET=1 before triton is imported)"
+    return None
+
+
+def _inputs(lengths, heads, dqk, dv, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    T = sum(lengths)
+    q, k, v = (torch.randn(T, heads, d, generator=g).to(dtype).to(device) for d in (dqk, dqk, dv))
+    # Gaps from 1 s to ~1 month on a log scale: every time bucket in play, as in the task.
+    gaps = torch.exp(torch.rand(T, generator=g) * 15).to(torch.int64)
+    ts = (1_700_000_000 + torch.cumsum(gaps, 0)).to(device)
+    pos_w = (torch.randn(NUM_POS, generator=g) * 0.02).to(dtype).to(device)
+    ts_w = (torch.randn(129, generator=g) * 0.02).to(dtype).to(device)
+    return q, k, v, ts, Jagged(offsets_of(lengths, device), tuple(lengths)), pos_w, ts_w
+
+
+def _close(a, b, dtype, what):
+    tol = TOL[dtype]
+    scale = b.float().abs().max().item() if b.numel() else 0.0
+    atol = tol["atol"] * (max(scale, 1e-3) if dtype == torch.bfloat16 else 1.0)
+    torch.testing.assert_close(a.float(), b.float(), atol=atol, rtol=tol["rtol"], msg=lambda m: f"{what}: {m}")
+
+
+# Length sets: empty and length-1 sequences, one at the maximum, and anything between.
+lengths_st = st.lists(st.sampled_from([0, 1, 2, 7, 63, 64, 65, MAX_LEN]) | st.integers(0, MAX_LEN), min_size=1, max_size=5)
+shape_st = st.tuples(st.sampled_from([1, 2, 4]), st.sampled_from([16, 32]), st.sampled_from([16, 32]))
+
+
+@given(lengths=lengths_st, shape=shape_st, dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 99))
+@example(lengths=[0, 1, MAX_LEN], shape=(2, 16, 32), dtype=torch.float32, seed=0)
+def test_memory_efficient_equals_eager(lengths, shape, dtype, seed, device):
+    args = _inputs(lengths, *shape, dtype, device, seed)
+    alpha = shape[1] ** -0.5
+    ref = jagged_attention(*args, alpha=alpha, implementation="eager")
+    # A block smaller than the sequences: several query blocks per sequence, as at paper scale.
+    got = ha.memory_efficient(*args, alpha=alpha, block=32)
+    _close(got, ref, dtype, f"memory_efficient vs eager, lengths {lengths}")
+
+
+@given(lengths=lengths_st, shape=shape_st, dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 99))
+@example(lengths=[0, 1, MAX_LEN], shape=(2, 16, 32), dtype=torch.float32, seed=0)
+def test_fused_equals_eager(lengths, shape, dtype, seed, device):
+    why = _fused_available(device)
+    if why:
+        pytest.skip(why)
+    args = _inputs(lengths, *shape, dtype, device, seed)
+    alpha = shape[1] ** -0.5
+    ref = jagged_attention(*args, alpha=alpha, implementation="eager")
+    got = jagged_attention(*args, alpha=alpha, implementation="fused")
+    _close(got, ref, dtype, f"fused vs eager, lengths {lengths}")
+
+
+@pytest.mark.parametrize("implementation", ha.IMPLEMENTATIONS)
+def test_attention_is_causal(implementation, device):
+    """Changing item p (its query, key, value) changes no output before p.
+
+    Timestamps are the exception by design: query i's time bias reads the next item's
+    timestamp (generative-recommenders buckets ts(next item) - ts(item)), so item p's time
+    reaches output p - 1 and no earlier one.
+    """
+    if implementation == "fused" and _fused_available(device):
+        pytest.skip(_fused_available(device))
+    lengths = (40, 70)
+    q, k, v, ts, jag, pos_w, ts_w = _inputs(lengths, 2, 16, 16, torch.float32, device)
+    base = jagged_attention(q, k, v, ts, jag, pos_w, ts_w, alpha=0.25, implementation=implementation)
+    p = 40 + 33   # row 33 of the second sequence
+    for t in (q, k, v):
+        t2 = t.clone()
+        t2[p] += 5.0
+        args = [t2 if x is t else x for x in (q, k, v)]
+        out = jagged_attention(*args, ts, jag, pos_w, ts_w, alpha=0.25, implementation=implementation)
+        torch.testing.assert_close(out[:p], base[:p], atol=0, rtol=0)
+        assert not torch.equal(out[p:], base[p:])
+    ts2 = ts.clone()
+    ts2[p:] += 10**6   # a later time for item p (and, to stay ordered, every later item)
+    out = jagged_attention(q, k, v, ts2, jag, pos_w, ts_w, alpha=0.25, implementation=implementation)
+    torch.testing.assert_close(out[:p - 1], base[:p - 1], atol=0, rtol=0)
+
+
+class _LargestTensor(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_memory_efficient_never_makes_an_n_by_n_tensor():
+    lengths = (1000, 3, 700)
+    heads = 2
+    args = _inputs(lengths, heads, 16, 16, torch.float32, CPU)
+    nn = heads * max(lengths) ** 2
+    with _LargestTensor() as eager:
+        jagged_attention(*args, alpha=0.25, implementation="eager")
+    with _LargestTensor() as blockwise:
+        jagged_attention(*args, alpha=0.25, implementation="memory_efficient")
+    assert eager.largest >= len(lengths) * nn   # the probe sees the reference's (B, H, N, N) scores
+    assert blockwise.largest <= heads * ha.QUERY_BLOCK * max(lengths) < nn / 3
+
+
+def test_fused_kernel_compiles_for_an_h100():
+    """Every tuning shape of the kernel compiles for sm_90 at the paper's head dims in bf16, on
+    any machine (Triton ships its compiler and ptxas): a kernel that would not build fails here,
+    not on the GPU. In a child process: this one runs Triton in its interpreter mode."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = "from workloads.engine.hstu_triton import compile_ahead; import json; print(json.dumps(compile_ahead(90)))"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-3000:]
+    shapes = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(shapes) >= 1 and all(0 < s["shared"] <= 227 * 1024 for s in shapes)
+
+
+def test_fused_peak_memory_is_far_under_n_by_n(device):
+    if device.type != "cuda":
+        pytest.skip("GPU memory is what the fused kernel saves; the CPU interpreter works in NumPy copies")
+    why = _fused_available(device)
+    if why:
+        pytest.skip(why)
+    lengths = (4096, 4096)
+    heads, d = 4, 128
+    args = _inputs(lengths, heads, d, d, torch.bfloat16, device)
+    jagged_attention(*args, alpha=d ** -0.5, implementation="fused")   # compile outside the measurement
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    jagged_attention(*args, alpha=d ** -0.5, implementation="fused")
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    scores = len(lengths) * heads * max(lengths) ** 2 * 2   # the bf16 (B, H, N, N) eager materializes
+    out = sum(lengths) * heads * d * 2
+    assert extra <= out + 2**20 and extra < scores / 100, f"fused used {extra} bytes over its inputs"
+
+
+# -- bad input: a clear error before anything runs --------------------------------------------
+@pytest.mark.parametrize("implementation", ha.IMPLEMENTATIONS)
+@pytest.mark.parametrize("offsets, lengths, match", [
+    ([0, 5, 3, 8], (5, -2, 5), "must not decrease: offsets\\[2\\] = 3 < offsets\\[1\\] = 5"),
+    ([0, 3, 7], (3, 4), "offsets end at 7 but the values have 8 rows"),
+    ([1, 3, 8], (2, 5), "must start at 0"),
+    ([0, 3, 8], (4, 4), "lengths \\[4, 4\\] disagree with the offsets, which give \\[3, 5\\]"),
+])
+def test_bad_offsets_are_named_before_any_kernel(implementation, offsets, lengths, match, monkeypatch):
+    q, k, v, ts, _, pos_w, ts_w = _inputs((3, 5), 2, 16, 16, torch.float32, CPU)
+    monkeypatch.setitem(ha._IMPL, implementation, lambda *a, **k: pytest.fail("an implementation ran"))
+    with pytest.raises(JaggedError, match=match):
+        jagged_attention(q, k, v, ts, Jagged(torch.tensor(offsets), lengths), pos_w, ts_w, alpha=0.25,
+                         implementation=implementation)
+
+
+def test_bad_offset_tensors():
+    with pytest.raises(JaggedError, match="1-D"):
+        check_offsets(torch.zeros(2, 2, dtype=torch.long), 0)
+    with pytest.raises(JaggedError, match="int32 or int64"):
+        check_offsets(torch.tensor([0.0, 1.0]), 1)
+    with pytest.raises(ValueError, match="unknown HSTU attention implementation 'sdpa'"):
+        jagged_attention(*_inputs((2,), 1, 16, 16, torch.float32, CPU), alpha=1.0, implementation="sdpa")
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def test_histories_follow_table_ii():
+    rng = np.random.default_rng(0)
+    draws = history.HISTORY.draw(4000, rng)
+    assert draws.min() >= 4507 and draws.max() <= 5121
+    assert abs(draws.mean() - 4813.9) < 10
+    b = history.make_batch("H-A", "paper", 32, num_items=6001, num_actions=8, max_len=8192, limit=1024)
+    assert b.batch == 32 and all(4507 <= n <= 5121 for n in b.lengths)
+    check_offsets(b.offsets, b.total, b.lengths)
+    assert b.kept_lengths == (1024,) * 32 and len(b.keep_index) == 32 * 1024
+    sweep = history.make_batch("H-A-8K", "paper", 2, num_items=6001, num_actions=8, max_len=8192, limit=1024)
+    assert sweep.lengths == (8192, 8192)
+
+
+def test_batches_are_seeded_ordered_and_keep_the_latest_items():
+    kw = dict(num_items=6001, num_actions=8, max_len=128, limit=32)
+    a, b = (history.make_batch("H-A", "tiny", 4, **kw) for _ in range(2))
+    assert a.lengths == b.lengths and torch.equal(a.item_ids, b.item_ids) and torch.equal(a.timestamps, b.timestamps)
+    for s, e, ks, ke in zip(a.offsets[:-1], a.offsets[1:], a.kept_offsets[:-1], a.kept_offsets[1:]):
+        ts = a.timestamps[s:e]
+        assert bool((ts[1:] >= ts[:-1]).all())
+        assert a.actions[e - 1] == 8   # the candidate's engagement is unknown
+        assert torch.equal(a.keep_index[ks:ke], torch.arange(max(s, e - 32), e))
+    with pytest.raises(ValueError, match="lengths must be >= 1"):
+        history.batch_from_lengths([3, 0], num_items=10, num_actions=2, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="draws histories up to 8192 items; the model takes 128"):
+        history.make_batch("H-A-8K", "paper", 1, **kw)
+
+
+# -- the model -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny():
+    return hstu.build(hstu.PRESETS["hstu-tiny"], CPU, dtype=torch.float32)
+
+
+def _batch(model, task="H-A", n=4):
+    return WL.inputs(task, "tiny", n, model, CPU)
+
+
+@pytest.mark.parametrize("implementation", ["memory_efficient", "fused"])
+def test_model_outputs_match_eager(tiny, implementation):
+    if implementation == "fused" and _fused_available(CPU):
+        pytest.skip(_fused_available(CPU))
+    b = _batch(tiny)
+    jag, kept = jagged_of(b)
+    outs = {}
+    for impl in ("eager", implementation):
+        tiny.set_attn_implementation(impl)
+        with torch.no_grad():
+            outs[impl] = tiny.hidden(b.item_ids, b.actions, b.timestamps, jag, b.keep_index, kept)[0]
+    tiny.set_attn_implementation("eager")
+    # Fourteen-fold (here three-fold) compounding of the attention's fp32 rounding through layers.
+    torch.testing.assert_close(outs[implementation], outs["eager"], atol=1e-4, rtol=1e-4)
+
+
+def test_model_is_causal_in_the_items(tiny):
+    b = _batch(tiny, n=2)
+    jag, kept = jagged_of(b)
+    with torch.no_grad():
+        base = tiny.hidden(b.item_ids, b.actions, b.timestamps, jag)[0]
+        p = b.lengths[0] + 20
+        ids = b.item_ids.clone()
+        ids[p] = (ids[p] + 1) % tiny.config.num_items
+        out = tiny.hidden(ids, b.actions, b.timestamps, jag)[0]
+    torch.testing.assert_close(out[:p], base[:p], atol=0, rtol=0)
+    assert not torch.equal(out[p], base[p])
+
+
+def test_bucketed_static_inputs_compute_what_the_batch_does(tiny):
+    """The cuda_graph rung's static buffers (rows and grids rounded up to buckets) change nothing."""
+    b = _batch(tiny)
+    impl = "fused" if not _fused_available(CPU) else "memory_efficient"
+    ref = HSTURunner(tiny, b, attn_implementation=impl)
+    ref.prepare()
+    top_ref = ref.run()
+    static = StaticForward(tiny, b, attn_implementation=impl, bucketed=True)
+    static.load(b)
+    assert static.rows > b.total and static.jag.grid_len > b.max_len
+    runner = HSTURunner(tiny, b, attn_implementation=impl, static=static)
+    runner.prepare()
+    top = runner.run()
+    torch.testing.assert_close(runner.logits, ref.logits, atol=1e-5, rtol=1e-4)
+    assert torch.equal(top, top_ref)
+
+
+def test_compiled_forward_is_one_graph_and_matches_eager(tiny):
+    """The compile rung's mechanics on the CPU: the whole forward over the bucketed static
+    inputs compiles as one graph (fullgraph) and ranks and retrieves as eager does. The CPU
+    runs it with the blockwise attention (the fused kernel compiles only for a GPU)."""
+    from workloads.engine.plan import Plan
+    from workloads.measure.counters import dynamo_delta
+
+    b = _batch(tiny)
+    ref = HSTURunner(tiny, b, attn_implementation="eager")
+    ref.prepare()
+    top_ref = ref.run()
+    runner = WL.runner(tiny, b, Plan(attn_implementation="memory_efficient", engine="static", compile=True), {})
+    with dynamo_delta() as d:
+        for _, step in runner.setup_steps():
+            step()
+        runner.prepare()
+        top = runner.run()
+    assert (d.graphs, d.graph_breaks) == (1, 0)
+    torch.testing.assert_close(runner.logits, ref.logits, atol=1e-5, rtol=1e-4)
+    assert torch.equal(top, top_ref)
+
+
+def test_model_rejects_what_it_cannot_take(tiny):
+    with pytest.raises(ValueError, match="exceeds the model's max_seq_len 128"):
+        hstu.check_lengths(tiny.config, [5, 200])
+    with pytest.raises(ValueError, match="unknown HSTU attention implementation"):
+        tiny.set_attn_implementation("sdpa")
+    with pytest.raises(ValueError, match="no checkpoint format"):
+        hstu.build(hstu.PRESETS["hstu-tiny"], CPU, checkpoint="/nowhere")
+
+
+def test_a_case_reports_latency_and_the_attention_share_but_no_token_times():
+    """HSTU generates nothing: its result has no TTFT or TPOT, and its breakdown gives the
+    attention's share of the forward on both sides and where the time went per module."""
+    from workloads.cases import Case
+    from workloads.harness import Session, run_case
+
+    r = run_case(Case("hstu", "hstu-tiny", "H-A", "memory_efficient", "tiny", 2), Session(CPU))
+    assert r["ttft_ms"] is None and r["tpot_ms"] is None and r["new_tokens"] == 0
+    assert r["latency_ms"]["median"] > 0 and r["speedup"]["median"] > 0
+    assert len(r["prompt_lengths"]) == 2 and r["agreement"] == 1.0   # the same items retrieved
+    for side in ("eager", "lever"):
+        m = r["modules_ms"][side]
+        assert {"embedding", "dense", "attention", "heads"} <= set(m) and 0 < m["attention_share"] < 1
+        assert r["span_tflops"][side]["attention"] > 0
+    assert set(r["module_speedup"]) == {"attention", "dense", "embedding", "heads"}
+    assert r["counters"] == {"recompiles": 0}
+
+
+# -- cases -----------------------------------------------------------------------------------
+def test_matrix_ids_sweep_and_marks():
+    paper = {c.id: c for c in matrix("hstu", WL.ladder, "paper")}
+    for task in ("H-A", "H-A-1K", "H-A-2K", "H-A-4K", "H-A-8K"):
+        for bs in (1, 32):
+            assert f"hstu-paper/{task}/fused/paper/bs{bs}" in paper
+    assert {"gpu", "pr"} <= set(paper["hstu-paper/H-A/fused/paper/bs1"].marks)
+    tiny = matrix("hstu", WL.ladder, "tiny")
+    gpu = {c.lever for c in tiny if "gpu" in c.marks}
+    assert gpu == {"fused", "compile", "cuda_graph"}   # each stands on the fused kernel
+
+
+def test_levers_say_why_they_do_not_apply():
+    ctx = Context(CPU, WL.supports_for("H-A"))
+    assert plan_for("memory_efficient", ctx, WL.ladder)[0].attn_implementation == "memory_efficient"
+    plan, reason = plan_for("fused", ctx, WL.ladder)
+    assert plan is None and "CUDA" in reason and "Triton" in reason
+    plan, reason = plan_for("memory_efficient", Context(CPU, WORKLOADS["llama"].supports))
+    assert plan is None and "HSTU" in reason
+    gpu = Context(torch.device("cuda"), WL.supports_for("H-A"))
+    plan, _ = plan_for("cuda_graph", gpu, WL.ladder)
+    assert (plan.attn_implementation, plan.compile, plan.cuda_graph) == ("fused", True, True)

@@ -1,0 +1,155 @@
+"""The fused HSTU attention kernel: jagged layout, relative bias built in the kernel.
+
+One program per (query block, sequence x head). It reads its sequence's bounds from the
+offsets, so padding is never stored or computed; it walks only the key blocks at or before its
+query block (causal), and builds each tile's bias from the timestamps and the two bias weight
+vectors in registers: no N x N tensor of scores or bias ever reaches memory. Without a softmax
+there is no running maximum or rescaling: the tiles' products simply add up.
+
+On CPU tensors the kernel runs under Triton's interpreter (the same source, executed with
+NumPy), which is how the CPU tests check its arithmetic.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .hstu_attention import BUCKET_WIDTH
+
+
+def _hstu_fwd(Q, K, V, TS, OFF, POS_W, TS_W, OUT,
+              stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+              H, alpha, INV_N, NUM_POS, NUM_BUCKETS, bucket_width,
+              DQK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              UPCAST_DOT: tl.constexpr):
+    pid_m = tl.program_id(0)
+    inv_n = tl.load(INV_N)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    start = tl.load(OFF + b).to(tl.int64)
+    L = (tl.load(OFF + b + 1) - start).to(tl.int32)
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < L
+    d_qk = tl.arange(0, DQK)
+    d_v = tl.arange(0, DV)
+    rows = start + offs_m
+    q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + d_qk[None, :], mask=m_ok[:, None], other=0.0)
+    ts_next = tl.load(TS + start + tl.minimum(offs_m + 1, L - 1), mask=m_ok, other=0)
+    acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
+    # Blocks past the sequence's end have nothing to do; causal: keys up to the block's last row.
+    hi = tl.where(m0 < L, tl.minimum(m0 + BLOCK_M, L), 0)
+    for n0 in range(0, hi, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < hi
+        cols = start + offs_n
+        k = tl.load(K + cols[:, None] * stride_kt + h * stride_kh + d_qk[None, :], mask=n_ok[:, None], other=0.0)
+        if UPCAST_DOT:
+            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32))) * alpha
+        else:
+            s = tl.dot(q, tl.trans(k)) * alpha
+        ts_k = tl.load(TS + cols, mask=n_ok, other=0)
+        gap = ts_next[:, None] - ts_k[None, :]
+        gap = tl.maximum(tl.where(gap < 0, -gap, gap), 1)
+        bucket = (tl.log(gap.to(tl.float32)) / bucket_width).to(tl.int32)
+        bucket = tl.minimum(tl.maximum(bucket, 0), NUM_BUCKETS)
+        dist = offs_m[:, None] - offs_n[None, :]
+        keep = (dist >= 0) & m_ok[:, None] & n_ok[None, :]
+        pidx = tl.minimum(tl.maximum(dist, 0), NUM_POS - 1)
+        s += tl.load(TS_W + bucket, mask=keep, other=0.0).to(tl.float32)
+        s += tl.load(POS_W + pidx, mask=keep, other=0.0).to(tl.float32)
+        p = s / (1.0 + tl.exp(-s)) * inv_n
+        p = tl.where(keep, p, 0.0)
+        v = tl.load(V + cols[:, None] * stride_vt + h * stride_vh + d_v[None, :], mask=n_ok[:, None], other=0.0)
+        if UPCAST_DOT:
+            acc += tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32))
+        else:
+            acc += tl.dot(p.to(v.dtype), v)
+    tl.store(OUT + rows[:, None] * stride_ot + h * stride_oh + d_v[None, :], acc.to(OUT.dtype.element_ty),
+             mask=m_ok[:, None])
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels with its interpreter (TRITON_INTERPRET=1 when triton was
+    first imported: it decorates its own library functions for one mode only)."""
+    try:
+        from triton import knobs
+    except ImportError:   # triton before 3.4 read the variable directly
+        return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return bool(knobs.runtime.interpret)
+
+
+_INTERPRETING = interpreting()
+
+# On a GPU the tile shape is tuned once per pair of head dims (the first call, which the
+# suite's warm-up rounds make); the interpreter takes the first shape as it is.
+_CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+            for m, n, w, s in ((64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 32, 4, 2))]
+_kernel = triton.jit(_hstu_fwd)
+if not _INTERPRETING:
+    _kernel = triton.autotune(_CONFIGS, key=["DQK", "DV"])(_kernel)
+
+
+def _pow2(n: int) -> bool:
+    return n >= 16 and n & (n - 1) == 0
+
+
+def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor, pos_w, ts_w, alpha: float) -> torch.Tensor:
+    """`grid_len`: query rows each sequence may have (the batch's longest, or its bucket);
+    `inv_n`: (1,) float32, 1 / the batch's longest length, the output's scale."""
+    T, H, DQK = q.shape
+    DV = v.shape[-1]
+    if not (_pow2(DQK) and _pow2(DV)):
+        raise ValueError(f"the fused kernel takes head dims that are powers of two >= 16, got qk {DQK}, v {DV}")
+    # Row and head strides are the kernel's arguments (q, k, v are views into one projection);
+    # only the head dim must be dense.
+    q, k, v = [t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v)]
+    out = torch.empty(T, H, DV, dtype=v.dtype, device=v.device)
+    B = offsets.numel() - 1
+    if T == 0 or B == 0 or grid_len == 0:
+        return out.zero_()
+    grid = lambda meta: (triton.cdiv(grid_len, meta["BLOCK_M"]), B * H)   # noqa: E731
+    tiles = {} if not _INTERPRETING else dict(_CONFIGS[0].kwargs)
+    if q.device.type != "cuda" and not _INTERPRETING:
+        raise RuntimeError("the fused HSTU kernel runs on CUDA tensors, or on CPU tensors under Triton's "
+                           "interpreter (TRITON_INTERPRET=1 before triton is imported)")
+    _kernel[grid](
+        q, k, v, ts, offsets, pos_w, ts_w, out,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        H, alpha, inv_n, pos_w.numel(), ts_w.numel() - 1, BUCKET_WIDTH,
+        DQK=DQK, DV=DV, **tiles,
+        # Triton 3.9's interpreter multiplies bf16 tiles wrongly (errors of 1e10 on a 16 x 16
+        # product); there the tiles go up to fp32 first, exactly, after the same rounding of P.
+        UPCAST_DOT=_INTERPRETING and v.dtype != torch.float32,
+    )
+    return out
+
+
+def compile_ahead(arch: int = 90, dqk: int = 128, dv: int = 128, dtype: str = "bf16") -> list[dict]:
+    """Compile the kernel for a CUDA architecture (90: H100) in every tuning shape, without a
+    GPU: Triton's bundled compiler and ptxas catch type, shape and lowering errors on any
+    machine. Needs the compiling mode (TRITON_INTERPRET unset). Returns each shape's shared
+    memory in bytes, which must fit the architecture's (228 KB per SM on an H100)."""
+    import inspect
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if _INTERPRETING:
+        raise RuntimeError("compile_ahead needs Triton in its compiling mode (TRITON_INTERPRET unset)")
+    names = list(inspect.signature(_hstu_fwd).parameters)
+    types = {"Q": f"*{dtype}", "K": f"*{dtype}", "V": f"*{dtype}", "OUT": f"*{dtype}", "POS_W": f"*{dtype}",
+             "TS_W": f"*{dtype}", "TS": "*i64", "OFF": "*i64", "INV_N": "*fp32", "alpha": "fp32", "bucket_width": "fp32"}
+    out = []
+    for cfg in _CONFIGS:
+        const = {"DQK": dqk, "DV": dv, "UPCAST_DOT": False, **cfg.kwargs}
+        sig = {n: "constexpr" if n in const else types.get(n, "i32") for n in names}
+        src = ASTSource(triton.jit(_hstu_fwd), sig, constexprs={(names.index(k),): v for k, v in const.items()})
+        k = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                           options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+        out.append({**cfg.kwargs, "num_warps": cfg.num_warps, "shared": k.metadata.shared})
+    return out
