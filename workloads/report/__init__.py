@@ -25,20 +25,26 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-_MODULE_COLUMNS = ("encoder", "decoder.prefill", "decoder.step", "kv_reorder", "decoder.rerun", "t2u", "vocoder", "other")
+# Pipeline order of the spans engines record; a span not listed here goes after these.
+_MODULE_ORDER = ("encoder", "prefill", "decoder.prefill", "decode", "decoder.step", "kv_reorder", "decoder.rerun",
+                 "t2u", "vocoder", "detokenize")
 
 
 def modules_table(rows: list[dict]) -> str:
     """Where the time goes: ms per module in one instrumented round of each case's lever side
-    (eager's own rows for the eager case), and the KV reorder's share of the decode phase."""
-    head = ["case", *(_MODULE_COLUMNS), "total", "reorder share"]
+    (eager's own rows for the eager case), and the KV reorder's share of the decode phase where
+    there is one. Columns are the modules the rows have."""
+    rows = [r for r in rows if r.get("modules")]
+    seen = list(dict.fromkeys(k for r in rows for k in r["modules"]
+                              if k not in ("other", "total") and not k.endswith("_share")))
+    columns = [c for c in _MODULE_ORDER if c in seen] + [c for c in seen if c not in _MODULE_ORDER] + ["other"]
+    share = any(r["modules"].get("kv_reorder_share") is not None for r in rows)
+    head = ["case", *columns, "total"] + (["reorder share"] if share else [])
     body = []
     for r in rows:
-        m = r.get("modules")
-        if not m:
-            continue
-        body.append([r["case"], *(_f(m.get(c), "{:.1f}") for c in _MODULE_COLUMNS), _f(m.get("total"), "{:.1f}"),
-                     _f(m.get("kv_reorder_share"), "{:.0%}")])
+        m = r["modules"]
+        body.append([r["case"], *(_f(m.get(c), "{:.1f}") for c in columns), _f(m.get("total"), "{:.1f}")]
+                    + ([_f(m.get("kv_reorder_share"), "{:.0%}")] if share else []))
     if not body:
         return ""
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
