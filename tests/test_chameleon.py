@@ -212,3 +212,16 @@ def test_a_user_image_goes_through_the_tokenizer(tiny, device):
     b = _batch(GREEDY, tiny, "I-T", [3], 0, device, images=[photo])
     tokens, _ = _run(GREEDY, tiny, b, Plan())
     assert tokens.shape == (1, 30)
+
+
+def test_text_head_is_the_library_forward(tiny, device):
+    """The static decoder's I-T/IT-T head gives the library's last-position logits, image
+    tokens masked to the dtype minimum."""
+    b = _batch(GREEDY, tiny, "IT-T", [9, 14], 2, device)
+    kw = dict(input_ids=b.input_ids, attention_mask=b.attention_mask, **b.extra_inputs)
+    with torch.no_grad():
+        want = tiny(**kw, logits_to_keep=1).logits[:, -1]
+        got = chameleon.TextLogits(tiny)(tiny, **kw)
+    codes = tiny.model.vocabulary_mapping.image_tokens
+    assert torch.equal(got[:, codes], want[:, codes])   # the dtype minimum on both
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)   # one matmul shape apart

@@ -313,7 +313,11 @@ class ChameleonWorkload(CausalLMWorkload):
 
     def runner(self, model, batch, plan: Plan, decoders: dict, *, keep_logits: bool = False):
         if not batch.cfg:
-            return super().runner(model, batch, plan, decoders, keep_logits=keep_logits)
+            if plan.engine == "library":
+                return LibraryGenerate(model, batch, plan.attn_implementation, keep_logits=keep_logits)
+            dec = self.static_decoder(model, batch, plan, decoders, keep_logits=keep_logits, kind=("text",),
+                                      head=chameleon.TextLogits(model))
+            return StaticRunner(dec, use_graph=plan.cuda_graph)
         detok = decoders.get(("detokenizer", id(model)))
         if detok is None:
             detok = decoders[("detokenizer", id(model))] = chameleon.image_decoder(model)

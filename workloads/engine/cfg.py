@@ -128,6 +128,7 @@ class CFGGenerate(LibraryRunner):
                                      past_key_values=cache, use_cache=True)
             tok = self.chooser(logits, torch.tensor([i], device=mask.device))
             out.append(tok)
+        del cache   # free the three rows' cache before the detokenizer's activations arrive
         tokens = torch.cat(out, -1)[: self.batch.batch]
         return detokenize(self, tokens, sw)
 

@@ -119,6 +119,24 @@ def meta_model(preset: Preset):
         return AutoModelForImageTextToText.from_config(config(preset))
 
 
+class TextLogits:
+    """`head(model, **inputs)`: the last position's logits exactly as
+    ChameleonForConditionalGeneration.forward gives them (image tokens at the dtype minimum:
+    it generates text only), the image tokens held as a fixed boolean mask. The library indexes
+    the logits with a Python list of all 8192 image token ids, which costs a compiled step
+    about 10 ms of host time per call (measured on the CPU: 3.5 ms a tiny step with 256 codes,
+    14 ms with 8192)."""
+
+    def __init__(self, model):
+        self.mask = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=model.device)
+        self.mask[model.model.vocabulary_mapping.image_tokens] = True
+
+    def __call__(self, model, **inputs) -> torch.Tensor:
+        hidden = model.model(**inputs).last_hidden_state[:, -1]
+        logits = model.lm_head(hidden)
+        return logits.masked_fill(self.mask, torch.finfo(logits.dtype).min)
+
+
 class _Upsample(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
