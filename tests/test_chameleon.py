@@ -225,3 +225,16 @@ def test_text_head_is_the_library_forward(tiny, device):
     codes = tiny.model.vocabulary_mapping.image_tokens
     assert torch.equal(got[:, codes], want[:, codes])   # the dtype minimum on both
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)   # one matmul shape apart
+
+
+def test_case_matrix_marks():
+    from workloads.cases import matrix
+
+    levers = ("eager", "sdpa", "compile", "cuda_graph")
+    tiny = matrix("chameleon", levers, "tiny")
+    assert {c.task for c in tiny} == {"I-T", "IT-T", "T-I"} and {c.batch for c in tiny} == {1, WL.tiny_max_batch}
+    assert [c.lever for c in tiny if "gpu" in c.marks] == ["cuda_graph"] * 6
+    paper = {c.id: c for c in matrix("chameleon", levers, "paper")}
+    assert "pr" in paper["chameleon-7b/T-I/cuda_graph/paper/bs1"].marks
+    assert "large" in paper["chameleon-34b/T-I/cuda_graph/paper/bs1"].marks
+    assert "slow" in paper["chameleon-7b/I-T/eager/paper/bs16"].marks
