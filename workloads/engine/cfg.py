@@ -1,6 +1,6 @@
 """Image-token decoding with in-batch classifier-free guidance, then detokenization to pixels.
 
-Chameleon's official text-to-image recipe (FIELD_NOTES; facebookresearch/chameleon's
+Chameleon's official text-to-image recipe (facebookresearch/chameleon's
 inference code): each prompt runs as three rows (full condition, image-only condition,
 unconditioned); their last logits are mixed `u + 1.2 (img - u) + 3.0 (full - img)`, only image
 tokens are allowed, and the token sampled with temperature 0.7 and top-p 0.9 is fed to all
@@ -11,8 +11,9 @@ compiled step, so the CUDA graph covers guidance and sampling too.
 
 Randomness under CUDA graphs: a replayed graph cannot draw fresh numbers from a host-seeded
 generator, so every step's uniform draw is made up front (one per prompt per step, from a
-seeded torch.Generator, in place into a fixed buffer) and the step reads its column. Sampling
-is then exact and identical on every path: inverse-CDF over the top-p-truncated distribution.
+seeded torch.Generator, in place into a fixed buffer) and the step reads its column through
+the inverse CDF of the top-p-truncated distribution. Every path draws the same numbers; on fp32
+models eager and compiled sample the same tokens (tests/test_chameleon.py).
 """
 from __future__ import annotations
 
