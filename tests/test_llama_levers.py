@@ -111,3 +111,20 @@ def test_many_compiled_decoders_in_one_process(tiny_llama, device):
             dec.prepare()
             outputs.append(dec.run())
     assert all(torch.equal(o, outputs[0]) for o in outputs)
+
+
+def test_prefill_and_decode_are_timed_as_spans(tiny_llama, device):
+    """Both engines mark the phases the breakdown reports: prefill up to the first token, decode after it."""
+    from workloads.measure.timing import Stopwatch
+
+    batch = batch_from_lengths([5, 9], NEW_TOKENS, vocab_size=tiny_llama.config.vocab_size, device=device,
+                               rng=np.random.default_rng(5))
+    for plan in (Plan(), Plan(attn_implementation="sdpa", engine="static")):
+        runner = WL.runner(tiny_llama, batch, plan, {})
+        runner.prepare()
+        sw = Stopwatch(device, spans=True)
+        sw.start()
+        runner.run(sw)
+        marks = sw.stop()
+        assert marks["span:prefill"] <= marks["first_token"] <= marks["end"]
+        assert 0 < marks["span:decode"] <= marks["end"] - marks["first_token"] + 1e-6

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .engine import cfg as cfg_engine
 from .engine import translate as tr
 from .engine.beam_decode import BeamDecoder, self_cache_length
 from .engine.library import LibraryGenerate
@@ -17,9 +18,9 @@ from .engine.plan import Plan
 from .engine.recommend import HSTURunner, StaticForward
 from .engine.static_decode import StaticDecoder, StaticRunner, cache_length
 from .levers import LADDER
-from .models import hstu, llama, seamless
+from .models import chameleon, hstu, llama, seamless
 from .models.common import Preset, kv_bytes_per_token, parameter_count, weight_bytes_per_token
-from .tasks import history, speech, text
+from .tasks import history, image, speech, text
 
 # "Max batch" is the largest that fits in an 80 GB GPU (seed paper 1 sizes its max batches to
 # an A100 80GB). 10% is left to the CUDA context, allocator fragmentation and workspaces.
@@ -96,17 +97,26 @@ class CausalLMWorkload(_Family):
         compile and cuda_graph rungs reuse one compiled step."""
         if plan.engine == "library":
             return LibraryGenerate(model, batch, plan.attn_implementation, keep_logits=keep_logits)
+        return StaticRunner(self.static_decoder(model, batch, plan, decoders, keep_logits=keep_logits),
+                            use_graph=plan.cuda_graph)
+
+    @staticmethod
+    def static_decoder(model, batch, plan: Plan, decoders: dict, *, keep_logits: bool = False, kind: tuple = (),
+                       **decoder_kwargs) -> StaticDecoder:
+        """The shared static decoder for `batch`'s shapes and the plan, loaded with `batch`.
+        `kind` tells decoders with different `decoder_kwargs` (head, choose) apart."""
+        rows = batch.input_ids.shape[0]
         L = cache_length(batch.padded_length, batch.new_tokens)
-        key = (id(model), batch.batch, L, plan.attn_implementation, plan.compile,
-               tuple(sorted(plan.compile_options.items())), keep_logits)
+        key = (id(model), rows, L, plan.attn_implementation, plan.compile,
+               tuple(sorted(plan.compile_options.items())), keep_logits) + kind
         dec = decoders.get(key)
         if dec is None:
-            dec = decoders[key] = StaticDecoder(model, batch.batch, L, attn_implementation=plan.attn_implementation,
-                                                keep_logits=keep_logits)
+            dec = decoders[key] = StaticDecoder(model, rows, L, attn_implementation=plan.attn_implementation,
+                                                keep_logits=keep_logits, **decoder_kwargs)
             if plan.compile:
                 dec.compile(**plan.compile_options)
         dec.load(batch)
-        return StaticRunner(dec, use_graph=plan.cuda_graph)
+        return dec
 
     # -- the roofline ------------------------------------------------------------------
     def decode_bytes(self, model, batch: text.TextBatch) -> float:
@@ -311,10 +321,103 @@ class RecommenderWorkload(_Family):
         return None   # no decode step: no per-token roofline
 
 
+@dataclass
+class ChameleonWorkload(CausalLMWorkload):
+    """Chameleon: text out of an image and a prompt (I-T, IT-T: greedy, like Code Llama), and an
+    image out of a prompt (T-I: guided decoding of image tokens, then the detokenizer)."""
+
+    name: str = "chameleon"
+    family: object = chameleon
+    tasks: dict = field(default_factory=lambda: dict(image.TASKS))
+    table_iii_batch: int = 16     # seed paper 1, Table III, all three tasks
+    tiny_max_batch: int = 4       # CPU seconds
+    # One rung per task gates pull requests: at 7B the T-I reference alone (1024 guided eager
+    # steps) takes tens of seconds a round.
+    pr_levers: tuple[str, ...] = ("cuda_graph",)
+    # The phases the issue asks for, from the spans the engines time them by.
+    module_groups: dict = field(default_factory=lambda: {
+        "prefill": ("prefill",), "decode": ("decode",), "detokenize": ("detokenize",),
+    })
+    temperature: float = cfg_engine.TEMPERATURE   # T-I sampling; 0 is greedy over the guided logits
+
+    def cache_group(self, task: str) -> str:
+        # I-T and IT-T read an image and a little text: nearby lengths share compiled decoders.
+        return "image-out" if self.tasks[task].image_out else "text-out"
+
+    def _ids(self, model) -> dict:
+        vm = model.config.vocabulary_map
+        return dict(bos=model.config.bos_token_id, boi=vm.get("<racm3:break>", chameleon.BOI_ID),
+                    eoi=vm.get("<eoss>", chameleon.EOI_ID), image=model.model.vocabulary_mapping.image_token_id,
+                    pad=chameleon.PAD_ID, first_text=chameleon.FIRST_TEXT_ID)
+
+    def inputs(self, task: str, scale: str, batch: int, model, device, **kw) -> image.ImageTextBatch:
+        cfg = model.config
+        b = image.make_batch(
+            self.tasks[task], batch, image_tokens=chameleon.image_tokens(model), resolution=cfg.vq_config.resolution,
+            ids=self._ids(model), vocab_size=cfg.vocab_size, max_positions=cfg.max_position_embeddings,
+            device=device, **kw,
+        )
+        if b.pixel_values is not None:
+            b.pixel_values = b.pixel_values.to(model.dtype)
+        return b
+
+    def max_batch(self, preset: Preset, task: str) -> int:
+        """Table III's 16 where it fits in 80 GB (bf16): per row the lever's static cache and
+        the reference's dynamic cache, and the eager prefill's fp32 scores; T-I has three rows
+        per prompt."""
+        if preset.scale == "tiny":
+            return self.tiny_max_batch
+        t = self.tasks[task]
+        cfg = self.family.config(preset)
+        vq = cfg.vq_config
+        img = (vq.resolution // 2 ** (len(vq.channel_multiplier) - 1)) ** 2
+        prompt = image.MARKERS + img + t.text.hi if t.image_in else t.text.hi + 2
+        ctx = cache_length(prompt, t.decode_steps or img)
+        weights = parameter_count(self.family.meta_model(preset)) * 2
+        kv = kv_bytes_per_token(cfg, torch.bfloat16) * ctx
+        scores = 2 * cfg.num_attention_heads * prompt**2 * 4
+        per_prompt = (3 if t.cfg else 1) * (2 * kv + scores)
+        fit = min(int((MAX_BATCH_MEMORY - weights) // per_prompt), self.table_iii_batch)
+        return max(1, fit - fit % 8 if fit >= 8 else fit)
+
+    def runner(self, model, batch, plan: Plan, decoders: dict, *, keep_logits: bool = False):
+        if not batch.cfg:
+            if plan.engine == "library":
+                return LibraryGenerate(model, batch, plan.attn_implementation, keep_logits=keep_logits)
+            dec = self.static_decoder(model, batch, plan, decoders, keep_logits=keep_logits, kind=("text",),
+                                      head=chameleon.TextLogits(model))
+            return StaticRunner(dec, use_graph=plan.cuda_graph)
+        detok = decoders.get(("detokenizer", id(model)))
+        if detok is None:
+            detok = decoders[("detokenizer", id(model))] = chameleon.image_decoder(model)
+        to_code = model.model.vocabulary_mapping.bpe2img
+        if plan.engine == "library":
+            chooser = cfg_engine.ImageTokenChooser(to_code, batch.batch, batch.new_tokens, model.device,
+                                                   temperature=self.temperature)
+            return cfg_engine.CFGGenerate(model, batch, plan.attn_implementation, chooser, detok)
+        chooser = cfg_engine.ImageTokenChooser(to_code, batch.batch, cache_length(batch.padded_length, batch.new_tokens),
+                                               model.device, temperature=self.temperature)
+        dec = self.static_decoder(model, batch, plan, decoders, keep_logits=keep_logits,
+                                  kind=("cfg", self.temperature), head=cfg_engine.unmasked_logits, choose=chooser)
+        return cfg_engine.CFGRunner(dec, plan.cuda_graph, dec.choose, detok)
+
+    def decode_bytes(self, model, batch) -> float:
+        """Fewest bytes one decode step moves: the decoder layers, final norm and LM head once
+        (not the embedding table, nor the image tokenizer), and every row's KV cache at its mean
+        context over the decode (three rows per prompt for T-I)."""
+        mods = (model.model.layers, model.model.norm, model.lm_head)
+        weights = sum(p.numel() * p.element_size() for m in mods for p in m.parameters())
+        kv = kv_bytes_per_token(model.config, model.dtype)
+        rows = batch.input_ids.shape[0]
+        mean_ctx = float(batch.attention_mask.sum()) + rows * batch.new_tokens / 2
+        return weights + kv * mean_ctx
+
+
 WORKLOADS = {
     "llama": CausalLMWorkload(
         "llama", llama, tasks={"T-T": text.HUMANEVAL}, table_iii_batch=4,
     ),
     "seamless": TranslationWorkload(),
     "hstu": RecommenderWorkload(),
+    "chameleon": ChameleonWorkload(),
 }

@@ -6,7 +6,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 
 class _MarkFirstToken(LogitsProcessor):
-    """Marks the stopwatch when the prefill's logits arrive; adds no synchronization."""
+    """Marks the stopwatch when the prefill's logits arrive (where the prefill span ends and
+    the decode span begins); adds no synchronization."""
 
     def __init__(self, stopwatch):
         self.stopwatch = stopwatch
@@ -14,7 +15,9 @@ class _MarkFirstToken(LogitsProcessor):
 
     def __call__(self, input_ids, scores):
         if not self.done:
+            self.stopwatch.end("prefill")
             self.stopwatch.mark("first_token")
+            self.stopwatch.begin("decode")
             self.done = True
         return scores
 
@@ -52,8 +55,11 @@ class LibraryGenerate(LibraryRunner):
     def run(self, stopwatch=None, new_tokens: int | None = None) -> torch.Tensor:
         n = new_tokens or self.batch.new_tokens
         procs = LogitsProcessorList([_MarkFirstToken(stopwatch)]) if stopwatch is not None else None
+        if stopwatch is not None:
+            stopwatch.begin("prefill")
         out = self.model.generate(
             self.batch.input_ids,
+            **getattr(self.batch, "extra_inputs", {}),   # e.g. an image's pixels
             attention_mask=self.batch.attention_mask,
             max_new_tokens=n,
             do_sample=False,
@@ -62,6 +68,8 @@ class LibraryGenerate(LibraryRunner):
             output_logits=self.keep_logits,
             return_dict_in_generate=self.keep_logits,
         )
+        if stopwatch is not None:
+            stopwatch.end("decode")
         if self.keep_logits:
             self.logits = torch.stack(out.logits, 1).float()
             out = out.sequences

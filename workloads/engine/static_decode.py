@@ -25,12 +25,29 @@ def cache_length(padded_prompt: int, new_tokens: int) -> int:
     return -(-need // _BUCKET) * _BUCKET
 
 
+def _last_logits(model, **inputs) -> torch.Tensor:
+    return model(**inputs, logits_to_keep=1).logits[:, -1]
+
+
+def _greedy(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1, keepdim=True)
+
+
 class StaticDecoder:
-    """Greedy decoding of `batch_size` rows into a cache of `max_len` positions."""
+    """Decoding of `batch_size` rows into a cache of `max_len` positions.
+
+    By default greedy over the causal LM's logits. A workload may pass `head(model, **inputs)`
+    (the last position's logits, e.g. without a library's logit masking) and `choose(logits,
+    t)` (each row's next token, given the output column `t` as a device tensor, e.g. guidance
+    and sampling); both run inside the compiled step and its CUDA graph, so they must keep
+    fixed addresses and never synchronize.
+    """
 
     def __init__(self, model, batch_size: int, max_len: int, *, attn_implementation: str = "sdpa",
-                 keep_logits: bool = False):
+                 keep_logits: bool = False, head=None, choose=None):
         self.model = model
+        self.head = head or _last_logits
+        self.choose = choose or _greedy
         self.attn_implementation = attn_implementation
         self.batch_size, self.max_len = batch_size, max_len
         dev, dt = model.device, model.dtype
@@ -41,6 +58,7 @@ class StaticDecoder:
         self.pos = torch.zeros(B, 1, dtype=torch.long, device=dev)
         self.write = torch.zeros(1, dtype=torch.long, device=dev)       # cache slot of the next token
         self.t = torch.zeros(1, dtype=torch.long, device=dev)           # column of the next output
+        self.t0 = torch.zeros(1, dtype=torch.long, device=dev)          # the prefill's column
         self.mask = torch.full((B, 1, 1, L), self.neg, dtype=dt, device=dev)
         self.out = torch.zeros(B, L, dtype=torch.long, device=dev)
         # Every step's logits, for tests that compare them with eager's; off when timing.
@@ -54,11 +72,11 @@ class StaticDecoder:
 
     # -- the step: everything it touches has a fixed address ------------------------------
     def _step(self):
-        logits = self.model(
-            input_ids=self.tok, position_ids=self.pos, attention_mask=self.mask,
-            past_key_values=self.cache, use_cache=True, logits_to_keep=1,
-        ).logits[:, -1]
-        nxt = logits.argmax(-1, keepdim=True)
+        logits = self.head(
+            self.model, input_ids=self.tok, position_ids=self.pos, attention_mask=self.mask,
+            past_key_values=self.cache, use_cache=True,
+        )
+        nxt = self.choose(logits, self.t)
         if self.logits is not None:
             self.logits.index_copy_(1, self.t, logits[:, None].float())
         self.tok.copy_(nxt)
@@ -121,11 +139,13 @@ class StaticDecoder:
 
     @torch.no_grad()
     def _prefill(self) -> None:
-        logits = self.model(
-            input_ids=self.batch.input_ids, position_ids=self.prompt_pos, attention_mask=self.prefill_mask,
-            past_key_values=self.cache, use_cache=True, logits_to_keep=1,
-        ).logits[:, -1]
-        first = logits.argmax(-1, keepdim=True)
+        # Inputs beyond the tokens (an image's pixels) go to the prefill only.
+        extra = getattr(self.batch, "extra_inputs", {})
+        logits = self.head(
+            self.model, input_ids=self.batch.input_ids, position_ids=self.prompt_pos, attention_mask=self.prefill_mask,
+            past_key_values=self.cache, use_cache=True, **extra,
+        )
+        first = self.choose(logits, self.t0)
         if self.logits is not None:
             self.logits[:, 0].copy_(logits)
         self.tok.copy_(first)
@@ -136,15 +156,21 @@ class StaticDecoder:
         n = new_tokens or self.batch.new_tokens
         if use_graph and self.graph is None:
             raise RuntimeError("CUDA graph requested but not captured: call capture() first")
+        if stopwatch is not None:
+            stopwatch.begin("prefill")
         self._prefill()
         if stopwatch is not None:
+            stopwatch.end("prefill")
             stopwatch.mark("first_token")
+            stopwatch.begin("decode")
         if use_graph:
             for _ in range(n - 1):
                 self.graph.replay()
         else:
             for _ in range(n - 1):
                 self.step_fn()
+        if stopwatch is not None:
+            stopwatch.end("decode")
         return self.out[:, :n].clone()
 
 

@@ -25,25 +25,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-_MODULE_COLUMNS = ("encoder", "decoder.prefill", "decoder.step", "kv_reorder", "decoder.rerun", "t2u", "vocoder",
-                   "embedding", "dense", "attention", "heads", "forward", "other")
+# Pipeline order of the spans engines record; a span not listed here goes after these.
+_MODULE_ORDER = ("encoder", "prefill", "decoder.prefill", "decode", "decoder.step", "kv_reorder", "decoder.rerun",
+                 "t2u", "vocoder", "detokenize", "embedding", "dense", "attention", "heads", "forward")
+# One module's share of its phase: the KV reorder's of decoding, the attention's of a forward.
 _SHARES = {"kv_reorder_share": "reorder share", "attention_share": "attention share"}
 
 
 def modules_table(rows: list[dict]) -> str:
     """Where the time goes: ms per module in one instrumented round of each case's lever side
-    (eager's own rows for the eager case), and one module's share of its phase (the KV
-    reorder's of decoding, the attention's of a forward). Columns no row has are left out."""
-    mods = [r["modules"] for r in rows if r.get("modules")]
-    cols = [c for c in _MODULE_COLUMNS if c == "other" or any(c in m for m in mods)]
-    shares = [k for k in _SHARES if any(k in m for m in mods)]
-    head = ["case", *cols, "total", *(_SHARES[k] for k in shares)]
+    (eager's own rows for the eager case), and one module's share of its phase where a row has
+    one. Columns are the modules the rows have."""
+    rows = [r for r in rows if r.get("modules")]
+    seen = list(dict.fromkeys(k for r in rows for k in r["modules"]
+                              if k not in ("other", "total") and not k.endswith("_share")))
+    columns = [c for c in _MODULE_ORDER if c in seen] + [c for c in seen if c not in _MODULE_ORDER] + ["other"]
+    shares = [k for k in _SHARES if any(r["modules"].get(k) is not None for r in rows)]
+    head = ["case", *columns, "total", *(_SHARES[k] for k in shares)]
     body = []
     for r in rows:
-        m = r.get("modules")
-        if not m:
-            continue
-        body.append([r["case"], *(_f(m.get(c), "{:.1f}") for c in cols), _f(m.get("total"), "{:.1f}"),
+        m = r["modules"]
+        body.append([r["case"], *(_f(m.get(c), "{:.1f}") for c in columns), _f(m.get("total"), "{:.1f}"),
                      *(_f(m.get(k), "{:.0%}") for k in shares)])
     if not body:
         return ""
