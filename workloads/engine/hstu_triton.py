@@ -24,7 +24,7 @@ def _hstu_fwd(Q, K, V, TS, OFF, POS_W, TS_W, OUT,
               stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
               H, alpha, INV_N, NUM_POS, NUM_BUCKETS, bucket_width,
               DQK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              UPCAST_DOT: tl.constexpr):
+              UPCAST_DOT: tl.constexpr, IEEE_DOT: tl.constexpr):
     pid_m = tl.program_id(0)
     inv_n = tl.load(INV_N)
     pid_bh = tl.program_id(1)
@@ -49,7 +49,9 @@ def _hstu_fwd(Q, K, V, TS, OFF, POS_W, TS_W, OUT,
         cols = start + offs_n
         k = tl.load(K + cols[:, None] * stride_kt + h * stride_kh + d_qk[None, :], mask=n_ok[:, None], other=0.0)
         if UPCAST_DOT:
-            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32))) * alpha
+            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee") * alpha
+        elif IEEE_DOT:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * alpha
         else:
             s = tl.dot(q, tl.trans(k)) * alpha
         ts_k = tl.load(TS + cols, mask=n_ok, other=0)
@@ -66,7 +68,9 @@ def _hstu_fwd(Q, K, V, TS, OFF, POS_W, TS_W, OUT,
         p = tl.where(keep, p, 0.0)
         v = tl.load(V + cols[:, None] * stride_vt + h * stride_vh + d_v[None, :], mask=n_ok[:, None], other=0.0)
         if UPCAST_DOT:
-            acc += tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32))
+            acc += tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
+        elif IEEE_DOT:
+            acc += tl.dot(p, v, input_precision="ieee")
         else:
             acc += tl.dot(p.to(v.dtype), v)
     tl.store(OUT + rows[:, None] * stride_ot + h * stride_oh + d_v[None, :], acc.to(OUT.dtype.element_ty),
@@ -125,6 +129,9 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
         # Triton 3.9's interpreter multiplies bf16 tiles wrongly (errors of 1e10 on a 16 x 16
         # product); there the tiles go up to fp32 first, exactly, after the same rounding of P.
         UPCAST_DOT=_INTERPRETING and v.dtype != torch.float32,
+        # fp32 tiles multiply in fp32, as eager's matmuls do: Triton's default for them is TF32
+        # (10-bit mantissa), which moves outputs by ~1e-3 relative.
+        IEEE_DOT=v.dtype == torch.float32,
     )
     return out
 
@@ -146,7 +153,7 @@ def compile_ahead(arch: int = 90, dqk: int = 128, dv: int = 128, dtype: str = "b
              "TS_W": f"*{dtype}", "TS": "*i64", "OFF": "*i64", "INV_N": "*fp32", "alpha": "fp32", "bucket_width": "fp32"}
     out = []
     for cfg in _CONFIGS:
-        const = {"DQK": dqk, "DV": dv, "UPCAST_DOT": False, **cfg.kwargs}
+        const = {"DQK": dqk, "DV": dv, "UPCAST_DOT": False, "IEEE_DOT": dtype == "fp32", **cfg.kwargs}
         sig = {n: "constexpr" if n in const else types.get(n, "i32") for n in names}
         src = ASTSource(triton.jit(_hstu_fwd), sig, constexprs={(names.index(k),): v for k, v in const.items()})
         k = triton.compile(src, target=GPUTarget("cuda", arch, 32),
