@@ -93,9 +93,12 @@ _INTERPRETING = interpreting()
 # suite's warm-up rounds make); the interpreter takes the first shape as it is.
 _CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
             for m, n, w, s in ((64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 32, 4, 2))]
-_kernel = triton.jit(_hstu_fwd)
-if not _INTERPRETING:
-    _kernel = triton.autotune(_CONFIGS, key=["DQK", "DV"])(_kernel)
+_plain = triton.jit(_hstu_fwd)
+_kernel = _plain if _INTERPRETING else triton.autotune(_CONFIGS, key=["DQK", "DV"])(_plain)
+# The tile shape the autotuner picked on a real batch, per (DQK, DV, dtype). A compiled graph
+# launches the plain kernel with it: left to itself, inductor re-tunes the kernel inside the
+# graph, and on an H200 its pick ran the full-length layers 6x slower than the eager one.
+_TUNED: dict = {}
 
 
 def _pow2(n: int) -> bool:
@@ -121,7 +124,13 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
     if q.device.type != "cuda" and not _INTERPRETING:
         raise RuntimeError("the fused HSTU kernel runs on CUDA tensors, or on CPU tensors under Triton's "
                            "interpreter (TRITON_INTERPRET=1 before triton is imported)")
-    _kernel[grid](
+    key = (DQK, DV, v.dtype)
+    tuned = _TUNED.get(key) if torch.compiler.is_compiling() else None
+    kernel = _kernel
+    if tuned is not None:
+        kernel = _plain
+        tiles = dict(tuned.kwargs, num_warps=tuned.num_warps, num_stages=tuned.num_stages)
+    kernel[grid](
         q, k, v, ts, offsets, pos_w, ts_w, out,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         H, alpha, inv_n, pos_w.numel(), ts_w.numel() - 1, BUCKET_WIDTH,
@@ -133,6 +142,8 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
         # (10-bit mantissa), which moves outputs by ~1e-3 relative.
         IEEE_DOT=v.dtype == torch.float32,
     )
+    if kernel is not _plain and not torch.compiler.is_compiling():
+        _TUNED[key] = kernel.best_config
     return out
 
 
