@@ -22,7 +22,10 @@ from .hstu_attention import BUCKET_WIDTH
 
 def _hstu_fwd(Q, K, V, TS, OFF, POS_W, TS_W, OUT,
               stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
-              H, alpha, INV_N, NUM_POS, NUM_BUCKETS, bucket_width,
+              H, INV_N, NUM_POS, NUM_BUCKETS,
+              # Constants, not arguments: a float argument is fp32 from a plain launch but fp64
+              # from a compiled graph (inductor types it so), which made every score tile fp64.
+              alpha: tl.constexpr, bucket_width: tl.constexpr,
               DQK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               UPCAST_DOT: tl.constexpr, IEEE_DOT: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -93,12 +96,9 @@ _INTERPRETING = interpreting()
 # suite's warm-up rounds make); the interpreter takes the first shape as it is.
 _CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
             for m, n, w, s in ((64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 32, 4, 2))]
-_plain = triton.jit(_hstu_fwd)
-_kernel = _plain if _INTERPRETING else triton.autotune(_CONFIGS, key=["DQK", "DV"])(_plain)
-# The tile shape the autotuner picked on a real batch, per (DQK, DV, dtype). A compiled graph
-# launches the plain kernel with it: left to itself, inductor re-tunes the kernel inside the
-# graph, and on an H200 its pick ran the full-length layers 6x slower than the eager one.
-_TUNED: dict = {}
+_kernel = triton.jit(_hstu_fwd)
+if not _INTERPRETING:
+    _kernel = triton.autotune(_CONFIGS, key=["DQK", "DV"])(_kernel)
 
 
 def _pow2(n: int) -> bool:
@@ -124,17 +124,11 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
     if q.device.type != "cuda" and not _INTERPRETING:
         raise RuntimeError("the fused HSTU kernel runs on CUDA tensors, or on CPU tensors under Triton's "
                            "interpreter (TRITON_INTERPRET=1 before triton is imported)")
-    key = (DQK, DV, v.dtype)
-    tuned = _TUNED.get(key) if torch.compiler.is_compiling() else None
-    kernel = _kernel
-    if tuned is not None:
-        kernel = _plain
-        tiles = dict(tuned.kwargs, num_warps=tuned.num_warps, num_stages=tuned.num_stages)
-    kernel[grid](
+    _kernel[grid](
         q, k, v, ts, offsets, pos_w, ts_w, out,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        H, alpha, inv_n, pos_w.numel(), ts_w.numel() - 1, BUCKET_WIDTH,
-        DQK=DQK, DV=DV, **tiles,
+        H, inv_n, pos_w.numel(), ts_w.numel() - 1,
+        alpha=float(alpha), bucket_width=float(BUCKET_WIDTH), DQK=DQK, DV=DV, **tiles,
         # Triton 3.9's interpreter multiplies bf16 tiles wrongly (errors of 1e10 on a 16 x 16
         # product); there the tiles go up to fp32 first, exactly, after the same rounding of P.
         UPCAST_DOT=_INTERPRETING and v.dtype != torch.float32,
@@ -142,8 +136,6 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
         # (10-bit mantissa), which moves outputs by ~1e-3 relative.
         IEEE_DOT=v.dtype == torch.float32,
     )
-    if kernel is not _plain and not torch.compiler.is_compiling():
-        _TUNED[key] = kernel.best_config
     return out
 
 
@@ -161,10 +153,11 @@ def compile_ahead(arch: int = 90, dqk: int = 128, dv: int = 128, dtype: str = "b
         raise RuntimeError("compile_ahead needs Triton in its compiling mode (TRITON_INTERPRET unset)")
     names = list(inspect.signature(_hstu_fwd).parameters)
     types = {"Q": f"*{dtype}", "K": f"*{dtype}", "V": f"*{dtype}", "OUT": f"*{dtype}", "POS_W": f"*{dtype}",
-             "TS_W": f"*{dtype}", "TS": "*i64", "OFF": "*i64", "INV_N": "*fp32", "alpha": "fp32", "bucket_width": "fp32"}
+             "TS_W": f"*{dtype}", "TS": "*i64", "OFF": "*i64", "INV_N": "*fp32"}
     out = []
     for cfg in _CONFIGS:
-        const = {"DQK": dqk, "DV": dv, "UPCAST_DOT": False, "IEEE_DOT": dtype == "fp32", **cfg.kwargs}
+        const = {"alpha": dqk ** -0.5, "bucket_width": BUCKET_WIDTH, "DQK": dqk, "DV": dv, "UPCAST_DOT": False,
+                 "IEEE_DOT": dtype == "fp32", **cfg.kwargs}
         sig = {n: "constexpr" if n in const else types.get(n, "i32") for n in names}
         src = ASTSource(triton.jit(_hstu_fwd), sig, constexprs={(names.index(k),): v for k, v in const.items()})
         k = triton.compile(src, target=GPUTarget("cuda", arch, 32),

@@ -134,10 +134,6 @@ class StaticForward:
     @torch.no_grad()
     def warm(self) -> None:
         self.prepare()
-        if self.compiled:
-            # One uncompiled pass first: kernels that tune themselves on their first call (the
-            # fused attention) tune on the real batch, and the compiled graph takes their pick.
-            StaticForward._forward(self)
         self.fn()
         self.warmed = True
 
