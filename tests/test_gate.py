@@ -84,3 +84,52 @@ def test_noisy_cases_get_a_threshold_that_matches_their_own_spread():
     assert len(bl.check(regressed, base, path=PATH, timing=True)) == 1
     # A stable case keeps the floor.
     assert bl.latency_threshold_for(noisy(250.0, sigma=0.005)) == bl.LATENCY_THRESHOLD
+
+
+def _with_host(result, launch_us, share):
+    return result | {"host": {"launch_us": launch_us, "share": share}}
+
+
+def test_a_slower_host_explains_a_host_bound_slowdown_but_not_a_gpu_bound_one():
+    """Measured on two H200 machines: a rung of small launches ran 70% slower on the slower host
+    while graph replays held. Its share of the host's slowdown is allowed; a GPU-bound case with
+    the same slowdown still fails, and the message says how much the host explained."""
+    base = bl.entry_from_result(_with_host(make_result(CASE, samples=noisy(1500.0, seed=1)), 10.0, 0.9))
+    slower_host = _with_host(make_result(CASE, samples=noisy(2100.0, seed=2)), 16.0, 0.9)   # +40%, host +60%
+    assert bl.check(slower_host, base, path=PATH, timing=True) == []
+
+    gpu_bound = bl.entry_from_result(_with_host(make_result(CASE, samples=noisy(1500.0, seed=1)), 10.0, 0.05))
+    (msg,) = bl.check(_with_host(make_result(CASE, samples=noisy(2100.0, seed=2)), 16.0, 0.05), gpu_bound,
+                      path=PATH, timing=True)
+    assert "+40" in msg and "host launching 60% slower" in msg and "5% host-bound share" in msg
+
+    same_host = _with_host(make_result(CASE, samples=noisy(2100.0, seed=2)), 10.0, 0.9)
+    faster_host = _with_host(make_result(CASE, samples=noisy(2100.0, seed=2)), 7.0, 0.9)
+    for r in (same_host, faster_host):
+        (msg,) = bl.check(r, base, path=PATH, timing=True)
+        assert "host launching" not in msg
+
+
+def test_baselines_without_a_host_figure_gate_as_before():
+    base = entry(noisy(250.0, seed=1))
+    assert "host" not in base
+    slower = _with_host(make_result(CASE, samples=noisy(275.0, seed=2), speedup=(9.4, 9.2, 9.6)), 20.0, 1.0)
+    assert len(bl.check(slower, base, path=PATH, timing=True)) == 1
+
+
+def test_host_share_is_the_gpus_idle_fraction():
+    from workloads.harness import host_share
+
+    assert host_share(2.0, 10.0) == pytest.approx(0.8)
+    assert host_share(12.0, 10.0) == 0.0      # kernels overlapping the clock: no idle time
+    assert host_share(0.0, 10.0) == 1.0
+
+
+def test_hopper_targets_hold_on_an_h200():
+    req = [dict(case=CASE, device_class=bl.HOPPER, min_speedup=4.0, why="target")]
+    r = make_result(CASE, speedup=(3.5, 3.4, 3.6))
+    for cls in ("nvidia-h100-80gb-hbm3", "nvidia-h200"):
+        r["device_class"] = cls
+        assert len(bl.check_requirements(r, req)) == 1
+    r["device_class"] = "nvidia-a100-sxm4-80gb"
+    assert bl.check_requirements(r, req) == []

@@ -46,6 +46,7 @@ class Session:
     _decoder_batch: tuple | None = None
     _bandwidth: float | None = None
     _matmul: float | None = None
+    _launch_us: float | None = None
 
     def model(self, workload, preset_name: str):
         if preset_name not in self._models:
@@ -74,6 +75,11 @@ class Session:
             self._bandwidth = md.copy_bandwidth(self.device)
         return self._bandwidth
 
+    def launch_overhead_us(self) -> float:
+        if self._launch_us is None:
+            self._launch_us = md.launch_overhead_us(self.device)
+        return self._launch_us
+
     def matmul_flops(self) -> float | None:
         if self._matmul is None and self.device.type == "cuda":
             self._matmul = md.matmul_flops(self.device)
@@ -94,6 +100,14 @@ def _setup(runner, device) -> dict:
     if steps:
         release_compile_workers()
     return metrics
+
+
+def host_share(gpu_ms: float, wall_ms: float) -> float:
+    """The fraction of a run's (or a decode step's) wall time in which the GPU is idle: time the
+    host spends between kernels, which grows on a slower host while the kernels stay the same."""
+    if wall_ms <= 0:
+        return 0.0
+    return round(min(1.0, max(0.0, 1.0 - gpu_ms / wall_ms)), 3)
 
 
 def _summ(values, seed=0) -> dict:
@@ -176,16 +190,21 @@ def run_case(case: Case, session: Session) -> dict:
     counters = {"recompiles": during.graphs}
     if plan.compile:
         counters.update(graphs=setup["graphs"], graph_breaks=setup["graph_breaks"])
+    gpu_ms, wall_ms = None, None
     if n > 0:
         count = getattr(lever, "count_steps", None) or (lambda k: (lever.prepare(), lever.run(None, k)))
         kernels = mc.per_step(count, device)
         if kernels:
+            gpu_ms, wall_ms = kernels.pop("gpu_ms_per_step"), result["tpot_ms"]["median"]
             counters.update({k: round(v, 2) for k, v in kernels.items()})
     else:   # one forward, no steps: kernels and launches of a whole run
         kernels = mc.count_kernels(lambda: (lever.prepare(), lever.run(None)), device)
         if kernels:
+            gpu_ms, wall_ms = kernels.pop("gpu_ms"), result["latency_ms"]["median"]
             counters.update({f"{k}_per_run": v for k, v in kernels.items()})
     result["counters"] = counters
+    result["host"] = {"launch_us": session.launch_overhead_us(),
+                      "share": host_share(gpu_ms, wall_ms) if gpu_ms is not None else None}
     if device.type == "cuda":
         if autoregressive:
             med_tpot_s = result["tpot_ms"]["median"] / 1e3

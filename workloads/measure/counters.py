@@ -42,7 +42,8 @@ _LAUNCH_APIS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch", "cuGrap
 
 
 def count_kernels(fn: Callable[[], object], device: torch.device | str) -> dict[str, int] | None:
-    """Kernels executed on the GPU and launch calls made by the host while `fn` runs.
+    """Kernels executed on the GPU and launch calls made by the host while `fn` runs, and the
+    GPU's busy time (`gpu_ms`, the kernels' summed durations: a timing, not a counter).
 
     A CUDA graph replay is one host launch and many device kernels, which is the point of it.
     None on the CPU, where there are no kernels to count.
@@ -56,12 +57,14 @@ def count_kernels(fn: Callable[[], object], device: torch.device | str) -> dict[
         fn()
         torch.cuda.synchronize()
     kernels = launches = 0
+    busy_us = 0.0
     for ev in prof.events():
         if ev.device_type == torch.autograd.DeviceType.CUDA:
             kernels += 1
+            busy_us += ev.time_range.elapsed_us()
         elif any(ev.name.startswith(api) for api in _LAUNCH_APIS):
             launches += 1
-    return {"kernels": kernels, "launches": launches}
+    return {"kernels": kernels, "launches": launches, "gpu_ms": busy_us / 1e3}
 
 
 def per_step(run_with_steps: Callable[[int], object], device, steps: tuple[int, int] = (4, 12)) -> dict[str, float] | None:

@@ -1,4 +1,5 @@
-"""The machine a result was measured on: device class, GPU state, provenance, copy bandwidth."""
+"""The machine a result was measured on: device class, GPU state, provenance, copy bandwidth,
+host speed."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -6,6 +7,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -182,3 +184,28 @@ def matmul_flops(device: torch.device | str, n: int = 8192, repeats: int = 10) -
     del a, b
     torch.cuda.empty_cache()
     return 2 * n**3 / times[len(times) // 2]
+
+
+def launch_overhead_us(device: torch.device | str, ops: int = 2000, repeats: int = 7) -> float:
+    """Host time per framework op in microseconds: Python, dispatcher and (on a GPU) the kernel
+    launch of a one-element add, median of repeats. It is what a host-bound rung pays per op, so
+    the ratio of two machines' figures is how much slower such a rung runs on one than the other
+    (the GPU work of a one-element add is far shorter than its launch, so it never waits on it)."""
+    device = torch.device(device)
+    x = torch.zeros(1, device=device)
+    y = torch.empty_like(x)
+    cuda = device.type == "cuda"
+    for _ in range(200):
+        torch.add(x, 1, out=y)
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(ops):
+            torch.add(x, 1, out=y)
+        times.append((time.perf_counter() - t0) / ops * 1e6)
+        if cuda:
+            torch.cuda.synchronize(device)
+    times.sort()
+    return times[len(times) // 2]
