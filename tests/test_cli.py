@@ -52,6 +52,7 @@ def test_update_then_gate_end_to_end(tmp_path):
     data = json.loads(path.read_text())
     entry = data["cases"][CASE]
     assert entry["counters"]["graph_breaks"] == 0 and entry["provenance"]["torch"] == torch.__version__
+    assert "launch_us" in entry["host"]
     assert "updated" in r.stdout and "mmgen-perf cases" in r.stdout
 
     entry["counters"]["graphs"] = 2

@@ -51,3 +51,20 @@ def test_breakdown_sums_spans_and_leaves_the_rest_as_other():
     fast = {"encoder": 1.0, "decoder.step": 0.5, "kv_reorder": 0.5}
     sp = breakdown.group_speedup(m, fast, {"enc": ("encoder",), "dec": ("decoder.step", "kv_reorder"), "voc": ("vocoder",)})
     assert sp == {"enc": 2.0, "dec": 4.0}   # a group neither side ran is left out
+
+
+def test_source_fingerprint_names_the_code_not_the_checkout(tmp_path):
+    from workloads.measure.device import source_fingerprint
+
+    for rel, text in (("conftest.py", "a = 1\n"), ("workloads/x.py", "b = 2\n"), ("perf_tests/test_y.py", "c\n"),
+                      ("README.md", "not code\n")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    first = source_fingerprint(str(tmp_path))
+    source_fingerprint.cache_clear()
+    (tmp_path / "README.md").write_text("edited prose\n")
+    assert source_fingerprint(str(tmp_path)) == first          # prose is not code
+    source_fingerprint.cache_clear()
+    (tmp_path / "workloads/x.py").write_text("b = 3\n")
+    assert source_fingerprint(str(tmp_path)) != first
+    source_fingerprint.cache_clear()

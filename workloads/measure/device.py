@@ -114,6 +114,23 @@ def _git_commit() -> tuple[str, bool | None]:
         return "unknown", None
 
 
+_SOURCE_GLOBS = ("conftest.py", "perf_tests/*.py", "workloads/**/*.py")
+
+
+@lru_cache(maxsize=4)
+def source_fingerprint(root: str | None = None) -> str:
+    """A hash of the suite's own source files (paths and contents): names the code that ran
+    where the commit cannot (a tree shipped with a stale .git, uncommitted edits)."""
+    import hashlib
+
+    base = Path(root) if root else Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    files = sorted({f for g in _SOURCE_GLOBS for f in base.glob(g) if f.is_file()})
+    for f in files:
+        h.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def provenance(device: torch.device | str) -> dict:
     """Where a number came from: code, libraries, hardware, time."""
     import transformers
@@ -123,6 +140,7 @@ def provenance(device: torch.device | str) -> dict:
     prov = {
         "commit": commit,
         "dirty": dirty,
+        "source": source_fingerprint(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cuda": torch.version.cuda,
