@@ -195,7 +195,7 @@ def run_case(case: Case, session: Session) -> dict:
         count = getattr(lever, "count_steps", None) or (lambda k: (lever.prepare(), lever.run(None, k)))
         kernels = mc.per_step(count, device)
         if kernels:
-            gpu_ms, wall_ms = kernels.pop("gpu_ms_per_step"), result["tpot_ms"]["median"]
+            gpu_ms, wall_ms = kernels.pop("gpu_ms_per_step"), (result["tpot_ms"] or {}).get("median")
             counters.update({k: round(v, 2) for k, v in kernels.items()})
     else:   # one forward, no steps: kernels and launches of a whole run
         kernels = mc.count_kernels(lambda: (lever.prepare(), lever.run(None)), device)
@@ -204,7 +204,7 @@ def run_case(case: Case, session: Session) -> dict:
             counters.update({f"{k}_per_run": v for k, v in kernels.items()})
     result["counters"] = counters
     result["host"] = {"launch_us": session.launch_overhead_us(),
-                      "share": host_share(gpu_ms, wall_ms) if gpu_ms is not None else None}
+                      "share": host_share(gpu_ms, wall_ms) if gpu_ms is not None and wall_ms else None}
     if device.type == "cuda":
         if autoregressive:
             med_tpot_s = result["tpot_ms"]["median"] / 1e3
