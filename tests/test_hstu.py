@@ -328,6 +328,38 @@ def test_compiled_forward_is_one_graph_and_matches_eager(tiny):
     assert torch.equal(top, top_ref)
 
 
+def test_compiled_fused_forward_matches_eager_and_does_no_fp64(device):
+    """On a GPU, the compile rung with the fused kernel inside: it ranks and retrieves as eager
+    does, and inductor's signature for the kernel holds no fp64 argument. Inductor types a
+    Python float argument of a user Triton kernel as fp64, which once turned every score tile
+    into fp64 arithmetic and made the compiled forward 2.5x slower than the plain one."""
+    if device.type != "cuda":
+        pytest.skip("the fused kernel compiles inside a graph only for a GPU")
+    from torch._inductor.utils import run_and_get_code
+
+    from workloads.engine.plan import Plan
+
+    model = hstu.build(hstu.PRESETS["hstu-tiny"], device, dtype=torch.float32)
+    b = WL.inputs("H-A", "tiny", 4, model, device)
+    ref = HSTURunner(model, b, attn_implementation="eager")
+    ref.prepare()
+    top_ref = ref.run()
+    runner = WL.runner(model, b, Plan(attn_implementation="fused", engine="static", compile=True), {})
+
+    def setup_and_run():
+        for _, step in runner.setup_steps():
+            step()
+        runner.prepare()
+        return runner.run()
+
+    top, code = run_and_get_code(setup_and_run)
+    signatures = [line for line in "\n".join(code).splitlines() if "'signature'" in line and "'Q':" in line]
+    assert signatures, "the fused kernel is not in the compiled graph's code"
+    assert not any("fp64" in line for line in signatures), signatures[0]
+    torch.testing.assert_close(runner.logits, ref.logits, atol=1e-5, rtol=1e-4)
+    assert torch.equal(top, top_ref)
+
+
 def test_model_rejects_what_it_cannot_take(tiny):
     with pytest.raises(ValueError, match="exceeds the model's max_seq_len 128"):
         hstu.check_lengths(tiny.config, [5, 200])
