@@ -118,7 +118,7 @@ def test_baselines_without_a_host_figure_gate_as_before():
 
 
 def test_host_share_is_the_gpus_idle_fraction():
-    from workloads.harness import host_share
+    from workloads.measure.counters import host_share
 
     assert host_share(2.0, 10.0) == pytest.approx(0.8)
     assert host_share(12.0, 10.0) == 0.0      # kernels overlapping the clock: no idle time

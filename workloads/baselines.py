@@ -59,6 +59,13 @@ def _check_interval(where: str, d, *, samples: bool) -> None:
             raise BaselineError(f"{where}.samples: expected a non-empty list of positive numbers, got {s!r}")
 
 
+def _host_ok(host) -> bool:
+    if not isinstance(host, dict):
+        return False
+    lu, share = host.get("launch_us"), host.get("share")
+    return (lu is None or (_num(lu) and lu > 0)) and (share is None or (_num(share) and 0 <= share <= 1))
+
+
 def validate(data, path: Path, *, device_class: str | None = None, scale: str | None = None) -> dict:
     """Check a parsed baseline file; raise BaselineError naming the file and the bad key."""
     if not isinstance(data, dict):
@@ -87,11 +94,8 @@ def validate(data, path: Path, *, device_class: str | None = None, scale: str | 
         if not isinstance(counters, dict) or not all(_num(v) for v in counters.values()):
             raise BaselineError(f"{where}.counters: expected an object of numbers, got {counters!r}")
         host = entry.get("host")
-        if host is not None:
-            lu, share = (host.get("launch_us"), host.get("share")) if isinstance(host, dict) else (None, -1)
-            if not (isinstance(host, dict) and (lu is None or (_num(lu) and lu > 0))
-                    and (share is None or (_num(share) and 0 <= share <= 1))):
-                raise BaselineError(f"{where}.host: expected {{launch_us: positive number, share: 0..1}}, got {host!r}")
+        if host is not None and not _host_ok(host):
+            raise BaselineError(f"{where}.host: expected {{launch_us: positive number, share: 0..1}}, got {host!r}")
         prov = entry.get("provenance")
         if not isinstance(prov, dict) or not prov.get("commit") or not prov.get("torch"):
             raise BaselineError(f"{where}.provenance: needs at least 'commit' and 'torch'")

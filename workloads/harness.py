@@ -102,14 +102,6 @@ def _setup(runner, device) -> dict:
     return metrics
 
 
-def host_share(gpu_ms: float, wall_ms: float) -> float:
-    """The fraction of a run's (or a decode step's) wall time in which the GPU is idle: time the
-    host spends between kernels, which grows on a slower host while the kernels stay the same."""
-    if wall_ms <= 0:
-        return 0.0
-    return round(min(1.0, max(0.0, 1.0 - gpu_ms / wall_ms)), 3)
-
-
 def _summ(values, seed=0) -> dict:
     return summarize(values, seed=seed).as_dict() | {"samples": [float(v) for v in values]}
 
@@ -204,7 +196,7 @@ def run_case(case: Case, session: Session) -> dict:
             counters.update({f"{k}_per_run": v for k, v in kernels.items()})
     result["counters"] = counters
     result["host"] = {"launch_us": session.launch_overhead_us(),
-                      "share": host_share(gpu_ms, wall_ms) if gpu_ms is not None and wall_ms else None}
+                      "share": mc.host_share(gpu_ms, wall_ms) if gpu_ms is not None and wall_ms else None}
     if device.type == "cuda":
         if autoregressive:
             med_tpot_s = result["tpot_ms"]["median"] / 1e3

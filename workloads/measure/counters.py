@@ -67,6 +67,14 @@ def count_kernels(fn: Callable[[], object], device: torch.device | str) -> dict[
     return {"kernels": kernels, "launches": launches, "gpu_ms": busy_us / 1e3}
 
 
+def host_share(gpu_ms: float, wall_ms: float) -> float:
+    """The fraction of a run's (or a decode step's) wall time in which the GPU is idle: time the
+    host spends between kernels, which grows on a slower host while the kernels stay the same."""
+    if wall_ms <= 0:
+        return 0.0
+    return round(min(1.0, max(0.0, 1.0 - gpu_ms / wall_ms)), 3)
+
+
 def per_step(run_with_steps: Callable[[int], object], device, steps: tuple[int, int] = (4, 12)) -> dict[str, float] | None:
     """Kernels and launches per decode step, from two runs that differ only in step count.
 

@@ -3,9 +3,11 @@ host speed."""
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import platform
 import re
+import statistics
 import subprocess
 import time
 from functools import lru_cache
@@ -121,8 +123,6 @@ _SOURCE_GLOBS = ("conftest.py", "perf_tests/*.py", "workloads/**/*.py")
 def source_fingerprint(root: str | None = None) -> str:
     """A hash of the suite's own source files (paths and contents): names the code that ran
     where the commit cannot (a tree shipped with a stale .git, uncommitted edits)."""
-    import hashlib
-
     base = Path(root) if root else Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     files = sorted({f for g in _SOURCE_GLOBS for f in base.glob(g) if f.is_file()})
@@ -225,5 +225,4 @@ def launch_overhead_us(device: torch.device | str, ops: int = 2000, repeats: int
         times.append((time.perf_counter() - t0) / ops * 1e6)
         if cuda:
             torch.cuda.synchronize(device)
-    times.sort()
-    return times[len(times) // 2]
+    return statistics.median(times)
