@@ -196,6 +196,22 @@ def test_fused_peak_memory_is_far_under_n_by_n(device):
     assert extra < scores / 50, f"fused used {extra} bytes, the N x N scores take {scores}"
 
 
+def test_fused_buckets_gaps_of_any_order_and_size_as_eager(device):
+    """Timestamps out of order (negative gaps) spanning up to just under the 2^35 s limit: the
+    kernel's two-part fp32 gap rounds as eager's cast of the exact int64 gap does."""
+    why = _fused_available(device)
+    if why:
+        pytest.skip(why)
+    q, k, v, ts, jag, pos_w, ts_w = _inputs((70, 33), 2, 16, 16, torch.float32, device, seed=3)
+    g = torch.Generator().manual_seed(4)
+    jitter = torch.randint(0, 2**35 - 1, (ts.numel(),), generator=g)
+    jitter[0], jitter[1] = 0, 2**35 - 1   # the span at its limit
+    ts = (1_700_000_000 + jitter).to(device)
+    ref = jagged_attention(q, k, v, ts, jag, pos_w, ts_w, alpha=0.25, implementation="eager")
+    got = jagged_attention(q, k, v, ts, jag, pos_w, ts_w, alpha=0.25, implementation="fused")
+    _close(got, ref, torch.float32, "fused vs eager, unordered timestamps spanning 2^35 - 1 s")
+
+
 # -- bad input: a clear error before anything runs --------------------------------------------
 @pytest.mark.parametrize("implementation", ha.IMPLEMENTATIONS)
 @pytest.mark.parametrize("offsets, lengths, match", [
@@ -219,6 +235,18 @@ def test_bad_offset_tensors():
         check_offsets(torch.tensor([0.0, 1.0]), 1)
     with pytest.raises(ValueError, match="unknown HSTU attention implementation 'sdpa'"):
         jagged_attention(*_inputs((2,), 1, 16, 16, torch.float32, CPU), alpha=1.0, implementation="sdpa")
+
+
+@pytest.mark.parametrize("implementation", ha.IMPLEMENTATIONS)
+def test_timestamps_beyond_the_span_limit_are_named_before_any_kernel(implementation, monkeypatch):
+    q, k, v, ts, jag, pos_w, ts_w = _inputs((3, 5), 2, 16, 16, torch.float32, CPU)
+    monkeypatch.setitem(ha._IMPL, implementation, lambda *a, **k: pytest.fail("an implementation ran"))
+    far = ts.clone()
+    far[-1] = far[0] + 2**35
+    with pytest.raises(ValueError, match=r"timestamps span 34359738368 s; the limit is 2\^35"):
+        jagged_attention(q, k, v, far, jag, pos_w, ts_w, alpha=0.25, implementation=implementation)
+    with pytest.raises(ValueError, match="timestamps must be integer seconds, got torch.float32"):
+        jagged_attention(q, k, v, ts.float(), jag, pos_w, ts_w, alpha=0.25, implementation=implementation)
 
 
 # -- inputs ----------------------------------------------------------------------------------

@@ -288,6 +288,7 @@ class RecommenderWorkload(_Family):
         b = history.make_batch(task, scale, batch, num_items=cfg.num_items, num_actions=cfg.num_actions,
                                max_len=cfg.max_seq_len, limit=cfg.truncate_to if cfg.truncated_layers else None)
         hstu.check_lengths(cfg, b.lengths)
+        history.check_timestamps(b.timestamps)
         return b.to(device)
 
     def max_batch(self, preset: Preset, task: str) -> int:

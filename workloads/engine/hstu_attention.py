@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..tasks.history import JaggedError, check_offsets
+from ..tasks.history import JaggedError, check_offsets, check_timestamps
 
 IMPLEMENTATIONS = ("eager", "memory_efficient", "fused")
 BUCKET_WIDTH = 0.301   # natural-log width of a time bucket, as generative-recommenders' default
@@ -81,6 +81,7 @@ def _check(q, k, v, ts, jag: Jagged, pos_w, ts_w) -> None:
     if pos_w.dim() != 1 or ts_w.dim() != 1 or pos_w.numel() < 1 or ts_w.numel() < 1:
         raise ValueError("position and time bias weights must be non-empty 1-D tensors")
     check_offsets(jag.offsets, T, jag.lengths)
+    check_timestamps(ts)
 
 
 def eager(q, k, v, ts, jag: Jagged, pos_w, ts_w, alpha: float) -> torch.Tensor:

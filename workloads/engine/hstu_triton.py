@@ -20,6 +20,73 @@ import triton.language as tl
 from .hstu_attention import BUCKET_WIDTH
 
 
+@triton.jit
+def _approx(op: tl.constexpr, x):
+    """PTX's MUFU approximation of `op` (lg2, tanh) on fp32: one instruction each."""
+    return tl.inline_asm_elementwise(op + ".approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _tile(acc, q, k_ptrs, v_ptrs, TS, POS_W, TS_W, start, base, tsn_hi, tsn_lo, offs_m, n0, hi, NUM_POS, NUM_BUCKETS,
+          alpha: tl.constexpr, bucket_width: tl.constexpr, BLOCK_N: tl.constexpr, DIAG: tl.constexpr,
+          FAST_MATH: tl.constexpr, UPCAST_DOT: tl.constexpr, IEEE_DOT: tl.constexpr):
+    """One (BLOCK_M x BLOCK_N) tile of scores into the accumulator. Off the diagonal (DIAG
+    false) every key is in the sequence and before every query row, so nothing is masked."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    if DIAG:
+        n_ok = offs_n < hi
+        k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
+        ts_k = tl.load(TS + start + offs_n, mask=n_ok, other=0) - base
+        v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
+    else:
+        k = tl.load(k_ptrs)
+        ts_k = tl.load(TS + start + offs_n) - base
+        v = tl.load(v_ptrs)
+    if UPCAST_DOT:
+        s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
+    elif IEEE_DOT:
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    # The timestamp gap in fp32 without int64 or int-to-float work per score: each timestamp
+    # (relative to the sequence's first) is hi * 4096 + lo, both parts exact in fp32, so
+    # (hi_i - hi_j) * 4096 + (lo_i - lo_j) is one rounding of the exact gap: the fp32 value
+    # eager's cast gives, for spans under 2^35 s (checked where the batch is).
+    gap = (tsn_hi[:, None] - (ts_k >> 12).to(tl.float32)[None, :]) * 4096.0 \
+        + (tsn_lo[:, None] - (ts_k & 4095).to(tl.float32)[None, :])
+    gap = tl.maximum(tl.abs(gap), 1.0)
+    if FAST_MATH:
+        # lg2.approx (one MUFU op) for libdevice's ~20-op logf; the floor by the float magic
+        # number (y + 2^23 - 0.5 rounds to 2^23 + floor(y)) for a float-to-int conversion,
+        # which runs at a quarter of the ALU rate. Both move a bucket only for a gap within
+        # ~1e-7 of a bucket edge.
+        y = _approx("lg2", gap) * (0.6931471805599453 / bucket_width) + 8388607.5
+        bucket = y.to(tl.int32, bitcast=True) - 0x4B000000
+    else:
+        bucket = (tl.log(gap) / bucket_width).to(tl.int32)
+    bucket = tl.minimum(bucket, NUM_BUCKETS)
+    dist = offs_m[:, None] - offs_n[None, :]
+    pidx = tl.minimum(tl.maximum(dist, 0), NUM_POS - 1)
+    # The indices are clamped into the tables, so the gathers need no mask.
+    s = s * alpha + tl.load(TS_W + bucket).to(tl.float32) + tl.load(POS_W + pidx).to(tl.float32)
+    if FAST_MATH:
+        # SiLU(s) = h + h tanh(h), h = s / 2: one MUFU op (tanh.approx) where exp and a
+        # division take two.
+        h = s * 0.5
+        p = h + h * _approx("tanh", h)
+    else:
+        p = s / (1.0 + tl.exp(-s))
+    if DIAG:
+        p = tl.where((dist >= 0) & n_ok[None, :], p, 0.0)
+    if UPCAST_DOT:
+        acc += tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
+    elif IEEE_DOT:
+        acc += tl.dot(p, v, input_precision="ieee")
+    else:
+        acc += tl.dot(p.to(v.dtype), v)
+    return acc
+
+
 def _hstu_fwd(Q, K, V, TS, OFF, POS_W, TS_W, OUT,
               stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
               H, INV_N, NUM_POS, NUM_BUCKETS,
@@ -27,57 +94,44 @@ def _hstu_fwd(Q, K, V, TS, OFF, POS_W, TS_W, OUT,
               # from a compiled graph (inductor types it so), which made every score tile fp64.
               alpha: tl.constexpr, bucket_width: tl.constexpr,
               DQK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              UPCAST_DOT: tl.constexpr, IEEE_DOT: tl.constexpr):
+              FAST_MATH: tl.constexpr, UPCAST_DOT: tl.constexpr, IEEE_DOT: tl.constexpr):
     pid_m = tl.program_id(0)
-    inv_n = tl.load(INV_N)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     start = tl.load(OFF + b).to(tl.int64)
     L = (tl.load(OFF + b + 1) - start).to(tl.int32)
     m0 = pid_m * BLOCK_M
-    offs_m = m0 + tl.arange(0, BLOCK_M)
-    m_ok = offs_m < L
-    d_qk = tl.arange(0, DQK)
-    d_v = tl.arange(0, DV)
-    rows = start + offs_m
-    q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + d_qk[None, :], mask=m_ok[:, None], other=0.0)
-    ts_next = tl.load(TS + start + tl.minimum(offs_m + 1, L - 1), mask=m_ok, other=0)
-    acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
-    # Blocks past the sequence's end have nothing to do; causal: keys up to the block's last row.
-    hi = tl.where(m0 < L, tl.minimum(m0 + BLOCK_M, L), 0)
-    for n0 in range(0, hi, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < hi
-        cols = start + offs_n
-        k = tl.load(K + cols[:, None] * stride_kt + h * stride_kh + d_qk[None, :], mask=n_ok[:, None], other=0.0)
-        if UPCAST_DOT:
-            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee") * alpha
-        elif IEEE_DOT:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * alpha
-        else:
-            s = tl.dot(q, tl.trans(k)) * alpha
-        ts_k = tl.load(TS + cols, mask=n_ok, other=0)
-        gap = ts_next[:, None] - ts_k[None, :]
-        gap = tl.maximum(tl.where(gap < 0, -gap, gap), 1)
-        bucket = (tl.log(gap.to(tl.float32)) / bucket_width).to(tl.int32)
-        bucket = tl.minimum(tl.maximum(bucket, 0), NUM_BUCKETS)
-        dist = offs_m[:, None] - offs_n[None, :]
-        keep = (dist >= 0) & m_ok[:, None] & n_ok[None, :]
-        pidx = tl.minimum(tl.maximum(dist, 0), NUM_POS - 1)
-        s += tl.load(TS_W + bucket, mask=keep, other=0.0).to(tl.float32)
-        s += tl.load(POS_W + pidx, mask=keep, other=0.0).to(tl.float32)
-        p = s / (1.0 + tl.exp(-s)) * inv_n
-        p = tl.where(keep, p, 0.0)
-        v = tl.load(V + cols[:, None] * stride_vt + h * stride_vh + d_v[None, :], mask=n_ok[:, None], other=0.0)
-        if UPCAST_DOT:
-            acc += tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
-        elif IEEE_DOT:
-            acc += tl.dot(p, v, input_precision="ieee")
-        else:
-            acc += tl.dot(p.to(v.dtype), v)
-    tl.store(OUT + rows[:, None] * stride_ot + h * stride_oh + d_v[None, :], acc.to(OUT.dtype.element_ty),
-             mask=m_ok[:, None])
+    if m0 < L:   # blocks past the sequence's end have nothing to do
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < L
+        d_qk = tl.arange(0, DQK)
+        d_v = tl.arange(0, DV)
+        rows = start + offs_m
+        q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + d_qk[None, :], mask=m_ok[:, None], other=0.0)
+        base = tl.load(TS + start)
+        tsn = tl.load(TS + start + tl.minimum(offs_m + 1, L - 1), mask=m_ok, other=0) - base
+        tsn_hi = (tsn >> 12).to(tl.float32)
+        tsn_lo = (tsn & 4095).to(tl.float32)
+        acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
+        cols = start + tl.arange(0, BLOCK_N)
+        k_ptrs = K + cols[:, None] * stride_kt + h * stride_kh + d_qk[None, :]
+        v_ptrs = V + cols[:, None] * stride_vt + h * stride_vh + d_v[None, :]
+        # Causal: the key blocks wholly before this query block, then those on its diagonal
+        # (BLOCK_N divides BLOCK_M, so no block straddles the two).
+        for n0 in range(0, m0, BLOCK_N):
+            acc = _tile(acc, q, k_ptrs + n0 * stride_kt, v_ptrs + n0 * stride_vt, TS, POS_W, TS_W, start, base,
+                        tsn_hi, tsn_lo, offs_m, n0, L, NUM_POS, NUM_BUCKETS, alpha, bucket_width, BLOCK_N, False,
+                        FAST_MATH, UPCAST_DOT, IEEE_DOT)
+        hi = tl.minimum(m0 + BLOCK_M, L)
+        for n0 in range(m0, hi, BLOCK_N):
+            acc = _tile(acc, q, k_ptrs + n0 * stride_kt, v_ptrs + n0 * stride_vt, TS, POS_W, TS_W, start, base,
+                        tsn_hi, tsn_lo, offs_m, n0, hi, NUM_POS, NUM_BUCKETS, alpha, bucket_width, BLOCK_N, True,
+                        FAST_MATH, UPCAST_DOT, IEEE_DOT)
+        # 1 / N scales every score alike: once on the sums rather than on each score.
+        acc = acc * tl.load(INV_N)
+        tl.store(OUT + rows[:, None] * stride_ot + h * stride_oh + d_v[None, :], acc.to(OUT.dtype.element_ty),
+                 mask=m_ok[:, None])
 
 
 def interpreting() -> bool:
@@ -95,7 +149,7 @@ _INTERPRETING = interpreting()
 # On a GPU the tile shape is tuned once per pair of head dims (the first call, which the
 # suite's warm-up rounds make); the interpreter takes the first shape as it is.
 _CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in ((64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 32, 4, 2))]
+            for m, n, w, s in ((64, 64, 4, 2), (128, 64, 8, 3), (64, 64, 8, 3), (128, 32, 4, 3))]
 _kernel = triton.jit(_hstu_fwd)
 if not _INTERPRETING:
     _kernel = triton.autotune(_CONFIGS, key=["DQK", "DV"])(_kernel)
@@ -131,6 +185,9 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
         alpha=float(alpha), bucket_width=float(BUCKET_WIDTH), DQK=DQK, DV=DV, **tiles,
         # Triton 3.9's interpreter multiplies bf16 tiles wrongly (errors of 1e10 on a 16 x 16
         # product); there the tiles go up to fp32 first, exactly, after the same rounding of P.
+        # Half-precision tiles take the MUFU approximations (their error is far under bf16's
+        # rounding of P); fp32 keeps libdevice's log and an exact SiLU, as eager computes them.
+        FAST_MATH=not _INTERPRETING and v.dtype != torch.float32,
         UPCAST_DOT=_INTERPRETING and v.dtype != torch.float32,
         # fp32 tiles multiply in fp32, as eager's matmuls do: Triton's default for them is TF32
         # (10-bit mantissa), which moves outputs by ~1e-3 relative.
@@ -157,6 +214,7 @@ def compile_ahead(arch: int = 90, dqk: int = 128, dv: int = 128, dtype: str = "b
     out = []
     for cfg in _CONFIGS:
         const = {"alpha": dqk ** -0.5, "bucket_width": BUCKET_WIDTH, "DQK": dqk, "DV": dv, "UPCAST_DOT": False,
+                 "FAST_MATH": dtype != "fp32",
                  "IEEE_DOT": dtype == "fp32", **cfg.kwargs}
         sig = {n: "constexpr" if n in const else types.get(n, "i32") for n in names}
         src = ASTSource(triton.jit(_hstu_fwd), sig, constexprs={(names.index(k),): v for k, v in const.items()})

@@ -80,6 +80,20 @@ def check_offsets(offsets: torch.Tensor, total: int, lengths: list[int] | tuple[
             raise JaggedError(f"lengths {list(lengths)} disagree with the offsets, which give {got}")
 
 
+TIMESTAMP_SPAN = 2**35   # seconds (~1089 years): the fused kernel splits each gap into two fp32-exact parts
+
+
+def check_timestamps(timestamps: torch.Tensor) -> None:
+    """Raise ValueError unless `timestamps` is an integer tensor whose values span less than
+    TIMESTAMP_SPAN, within which every gap the kernels bucket is exact. Reads on the host."""
+    if timestamps.dtype.is_floating_point or timestamps.dtype == torch.bool:
+        raise ValueError(f"timestamps must be integer seconds, got {timestamps.dtype}")
+    if timestamps.numel():
+        span = int(timestamps.max() - timestamps.min())
+        if span >= TIMESTAMP_SPAN:
+            raise ValueError(f"timestamps span {span} s; the limit is 2^35 = {TIMESTAMP_SPAN} s")
+
+
 def offsets_of(lengths, device=None) -> torch.Tensor:
     off = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(np.asarray(lengths, dtype=np.int64), out=off[1:])
