@@ -21,15 +21,23 @@ from .hstu_attention import BUCKET_WIDTH
 
 
 @triton.jit
-def _approx(op: tl.constexpr, x):
-    """PTX's MUFU approximation of `op` (lg2, tanh) on fp32: one instruction each."""
-    return tl.inline_asm_elementwise(op + ".approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+def _approx(op: tl.constexpr, x, MUFU: tl.constexpr):
+    """PTX's MUFU approximation of `op` (lg2, tanh) on fp32, one instruction each; without
+    MUFU (Triton's interpreter runs no PTX) the exact function, so the CPU tests check the
+    arithmetic around it."""
+    if MUFU:
+        return tl.inline_asm_elementwise(op + ".approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    elif op == "lg2":
+        return tl.log2(x)
+    else:
+        return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
 
 
 @triton.jit
 def _tile(acc, q, k_ptrs, v_ptrs, TS, POS_W, TS_W, start, base, tsn_hi, tsn_lo, offs_m, n0, hi, NUM_POS, NUM_BUCKETS,
           alpha: tl.constexpr, bucket_width: tl.constexpr, BLOCK_N: tl.constexpr, DIAG: tl.constexpr,
-          FAST_MATH: tl.constexpr, UPCAST_DOT: tl.constexpr, IEEE_DOT: tl.constexpr):
+          FAST_MATH: tl.constexpr, MUFU: tl.constexpr, UPCAST_DOT: tl.constexpr, IEEE_DOT: tl.constexpr):
     """One (BLOCK_M x BLOCK_N) tile of scores into the accumulator. Off the diagonal (DIAG
     false) every key is in the sequence and before every query row, so nothing is masked."""
     offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -56,12 +64,13 @@ def _tile(acc, q, k_ptrs, v_ptrs, TS, POS_W, TS_W, start, base, tsn_hi, tsn_lo, 
         + (tsn_lo[:, None] - (ts_k & 4095).to(tl.float32)[None, :])
     gap = tl.maximum(tl.abs(gap), 1.0)
     if FAST_MATH:
-        # lg2.approx (one MUFU op) for libdevice's ~20-op logf; the floor by the float magic
-        # number (y + 2^23 - 0.5 rounds to 2^23 + floor(y)) for a float-to-int conversion,
-        # which runs at a quarter of the ALU rate. Both move a bucket only for a gap within
+        # lg2.approx (one MUFU op) for libdevice's ~20-op logf, and the floor by the float
+        # magic number for a float-to-int conversion (a quarter of the ALU rate): in
+        # [2^23, 2^24) floats are the integers, so y - 0.5 + 1.5 * 2^23 rounds to
+        # 1.5 * 2^23 + floor(y), read from its bits. Both move a bucket only for a gap within
         # ~1e-7 of a bucket edge.
-        y = _approx("lg2", gap) * (0.6931471805599453 / bucket_width) + 8388607.5
-        bucket = y.to(tl.int32, bitcast=True) - 0x4B000000
+        y = _approx("lg2", gap, MUFU) * (0.6931471805599453 / bucket_width) - 0.5
+        bucket = (y + 12582912.0).to(tl.int32, bitcast=True) - 0x4B400000
     else:
         bucket = (tl.log(gap) / bucket_width).to(tl.int32)
     bucket = tl.minimum(bucket, NUM_BUCKETS)
@@ -73,7 +82,7 @@ def _tile(acc, q, k_ptrs, v_ptrs, TS, POS_W, TS_W, start, base, tsn_hi, tsn_lo, 
         # SiLU(s) = h + h tanh(h), h = s / 2: one MUFU op (tanh.approx) where exp and a
         # division take two.
         h = s * 0.5
-        p = h + h * _approx("tanh", h)
+        p = h + h * _approx("tanh", h, MUFU)
     else:
         p = s / (1.0 + tl.exp(-s))
     if DIAG:
@@ -94,7 +103,7 @@ def _hstu_fwd(Q, K, V, TS, OFF, POS_W, TS_W, OUT,
               # from a compiled graph (inductor types it so), which made every score tile fp64.
               alpha: tl.constexpr, bucket_width: tl.constexpr,
               DQK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              FAST_MATH: tl.constexpr, UPCAST_DOT: tl.constexpr, IEEE_DOT: tl.constexpr):
+              FAST_MATH: tl.constexpr, MUFU: tl.constexpr, UPCAST_DOT: tl.constexpr, IEEE_DOT: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -122,12 +131,12 @@ def _hstu_fwd(Q, K, V, TS, OFF, POS_W, TS_W, OUT,
         for n0 in range(0, m0, BLOCK_N):
             acc = _tile(acc, q, k_ptrs + n0 * stride_kt, v_ptrs + n0 * stride_vt, TS, POS_W, TS_W, start, base,
                         tsn_hi, tsn_lo, offs_m, n0, L, NUM_POS, NUM_BUCKETS, alpha, bucket_width, BLOCK_N, False,
-                        FAST_MATH, UPCAST_DOT, IEEE_DOT)
+                        FAST_MATH, MUFU, UPCAST_DOT, IEEE_DOT)
         hi = tl.minimum(m0 + BLOCK_M, L)
         for n0 in range(m0, hi, BLOCK_N):
             acc = _tile(acc, q, k_ptrs + n0 * stride_kt, v_ptrs + n0 * stride_vt, TS, POS_W, TS_W, start, base,
                         tsn_hi, tsn_lo, offs_m, n0, hi, NUM_POS, NUM_BUCKETS, alpha, bucket_width, BLOCK_N, True,
-                        FAST_MATH, UPCAST_DOT, IEEE_DOT)
+                        FAST_MATH, MUFU, UPCAST_DOT, IEEE_DOT)
         # 1 / N scales every score alike: once on the sums rather than on each score.
         acc = acc * tl.load(INV_N)
         tl.store(OUT + rows[:, None] * stride_ot + h * stride_oh + d_v[None, :], acc.to(OUT.dtype.element_ty),
@@ -185,9 +194,9 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
         alpha=float(alpha), bucket_width=float(BUCKET_WIDTH), DQK=DQK, DV=DV, **tiles,
         # Triton 3.9's interpreter multiplies bf16 tiles wrongly (errors of 1e10 on a 16 x 16
         # product); there the tiles go up to fp32 first, exactly, after the same rounding of P.
-        # Half-precision tiles take the MUFU approximations (their error is far under bf16's
-        # rounding of P); fp32 keeps libdevice's log and an exact SiLU, as eager computes them.
-        FAST_MATH=not _INTERPRETING and v.dtype != torch.float32,
+        # Half-precision tiles take the fast arithmetic (its error is far under bf16's rounding
+        # of P); fp32 keeps libdevice's log and an exact SiLU, as eager computes them.
+        FAST_MATH=v.dtype != torch.float32, MUFU=not _INTERPRETING,
         UPCAST_DOT=_INTERPRETING and v.dtype != torch.float32,
         # fp32 tiles multiply in fp32, as eager's matmuls do: Triton's default for them is TF32
         # (10-bit mantissa), which moves outputs by ~1e-3 relative.
@@ -214,7 +223,7 @@ def compile_ahead(arch: int = 90, dqk: int = 128, dv: int = 128, dtype: str = "b
     out = []
     for cfg in _CONFIGS:
         const = {"alpha": dqk ** -0.5, "bucket_width": BUCKET_WIDTH, "DQK": dqk, "DV": dv, "UPCAST_DOT": False,
-                 "FAST_MATH": dtype != "fp32",
+                 "FAST_MATH": dtype != "fp32", "MUFU": True,
                  "IEEE_DOT": dtype == "fp32", **cfg.kwargs}
         sig = {n: "constexpr" if n in const else types.get(n, "i32") for n in names}
         src = ASTSource(triton.jit(_hstu_fwd), sig, constexprs={(names.index(k),): v for k, v in const.items()})
