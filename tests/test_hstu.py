@@ -415,6 +415,21 @@ def test_a_case_reports_latency_and_the_attention_share_but_no_token_times():
     assert r["counters"] == {"recompiles": 0}
 
 
+def test_each_case_probes_its_host(monkeypatch):
+    """The host's speed is probed per case, not once a session: a job that starts on the same
+    host between two cases shows in the second case's figure, which the gate's allowance uses."""
+    from workloads.cases import Case
+    from workloads.harness import Session, run_case
+    from workloads.measure import device as md
+
+    probes = iter([10.0, 25.0])
+    monkeypatch.setattr(md, "launch_overhead_us", lambda device: next(probes))
+    session = Session(CPU)
+    got = [run_case(Case("hstu", "hstu-tiny", "H-A", lever, "tiny", 1), session)["host"]["launch_us"]
+           for lever in ("eager", "memory_efficient")]
+    assert got == [10.0, 25.0]
+
+
 # -- cases -----------------------------------------------------------------------------------
 def test_matrix_ids_sweep_and_marks():
     paper = {c.id: c for c in matrix("hstu", WL.ladder, "paper")}

@@ -46,7 +46,6 @@ class Session:
     _decoder_batch: tuple | None = None
     _bandwidth: float | None = None
     _matmul: float | None = None
-    _launch_us: float | None = None
 
     def model(self, workload, preset_name: str):
         if preset_name not in self._models:
@@ -74,11 +73,6 @@ class Session:
         if self._bandwidth is None and self.device.type == "cuda":
             self._bandwidth = md.copy_bandwidth(self.device)
         return self._bandwidth
-
-    def launch_overhead_us(self) -> float:
-        if self._launch_us is None:
-            self._launch_us = md.launch_overhead_us(self.device)
-        return self._launch_us
 
     def matmul_flops(self) -> float | None:
         if self._matmul is None and self.device.type == "cuda":
@@ -195,7 +189,10 @@ def run_case(case: Case, session: Session) -> dict:
             gpu_ms, wall_ms = kernels.pop("gpu_ms"), result["latency_ms"]["median"]
             counters.update({f"{k}_per_run": v for k, v in kernels.items()})
     result["counters"] = counters
-    result["host"] = {"launch_us": session.launch_overhead_us(),
+    # Probed per case, right after its rounds: a host's speed is not a constant of a session.
+    # With another job on the same host, host-bound cases ran 40-94% slower while a probe taken
+    # at the session's start had seen the host 17% slower.
+    result["host"] = {"launch_us": md.launch_overhead_us(device),
                       "share": mc.host_share(gpu_ms, wall_ms) if gpu_ms is not None and wall_ms else None}
     if device.type == "cuda":
         if autoregressive:
