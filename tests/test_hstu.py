@@ -430,6 +430,34 @@ def test_each_case_probes_its_host(monkeypatch):
     assert got == [10.0, 25.0]
 
 
+def test_a_session_runs_the_eager_references_untimed_rounds_once_per_input(monkeypatch):
+    """The eager reference's warm-up (its peak memory) and breakdown round run once per model,
+    task, scale and batch in a session; each later rung of that key reuses them and still times
+    eager beside itself. A different batch is a different reference."""
+    from workloads import harness
+    from workloads.cases import Case
+
+    calls = []
+    real_modules = harness.breakdown.modules
+    monkeypatch.setattr(harness.breakdown, "modules", lambda marks, **kw: calls.append("modules") or real_modules(marks, **kw))
+    real_peak = harness.peak_memory
+    monkeypatch.setattr(harness, "peak_memory", lambda fn, device: calls.append("peak") or real_peak(fn, device))
+    session = harness.Session(CPU)
+
+    def case(lever, bs):
+        calls.clear()
+        r = harness.run_case(Case("hstu", "hstu-tiny", "H-A", lever, "tiny", bs), session)
+        return r, list(calls)
+
+    eager, first = case("eager", 1)
+    lever, again = case("memory_efficient", 1)
+    other, new_batch = case("memory_efficient", 2)
+    assert first == ["peak", "modules"] and again == ["peak", "modules"] and new_batch == ["peak"] * 2 + ["modules"] * 2
+    assert lever["reference_peak_memory"] == eager["peak_memory"]
+    assert lever["modules_ms"]["eager"] == eager["modules_ms"]["eager"]
+    assert len(lever["reference_latency_ms"]["samples"]) == lever["rounds"] >= 3   # eager still timed beside it
+
+
 # -- cases -----------------------------------------------------------------------------------
 def test_matrix_ids_sweep_and_marks():
     paper = {c.id: c for c in matrix("hstu", WL.ladder, "paper")}
