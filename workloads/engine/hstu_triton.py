@@ -35,6 +35,18 @@ def _approx(op: tl.constexpr, x, MUFU: tl.constexpr):
 
 
 @triton.jit
+def _part_hi(rel):
+    # Both parts fit int32 within the 2^35 s span: a 32-bit int-to-float conversion, where a
+    # 64-bit one runs at a fraction of its rate.
+    return (rel >> 12).to(tl.int32).to(tl.float32)
+
+
+@triton.jit
+def _part_lo(rel):
+    return (rel & 4095).to(tl.int32).to(tl.float32)
+
+
+@triton.jit
 def _tile(acc, q, k_ptrs, v_ptrs, TS, POS_W, TS_W, start, base, tsn_hi, tsn_lo, offs_m, n0, hi, NUM_POS, NUM_BUCKETS,
           alpha: tl.constexpr, bucket_width: tl.constexpr, BLOCK_N: tl.constexpr, DIAG: tl.constexpr,
           FAST_MATH: tl.constexpr, MUFU: tl.constexpr, UPCAST_DOT: tl.constexpr, IEEE_DOT: tl.constexpr):
@@ -60,8 +72,7 @@ def _tile(acc, q, k_ptrs, v_ptrs, TS, POS_W, TS_W, start, base, tsn_hi, tsn_lo, 
     # (relative to the sequence's first) is hi * 4096 + lo, both parts exact in fp32, so
     # (hi_i - hi_j) * 4096 + (lo_i - lo_j) is one rounding of the exact gap: the fp32 value
     # eager's cast gives, for spans under 2^35 s (checked where the batch is).
-    gap = (tsn_hi[:, None] - (ts_k >> 12).to(tl.float32)[None, :]) * 4096.0 \
-        + (tsn_lo[:, None] - (ts_k & 4095).to(tl.float32)[None, :])
+    gap = (tsn_hi[:, None] - _part_hi(ts_k)[None, :]) * 4096.0 + (tsn_lo[:, None] - _part_lo(ts_k)[None, :])
     gap = tl.maximum(tl.abs(gap), 1.0)
     if FAST_MATH:
         # lg2.approx (one MUFU op) for libdevice's ~20-op logf, and the floor by the float
@@ -75,7 +86,10 @@ def _tile(acc, q, k_ptrs, v_ptrs, TS, POS_W, TS_W, start, base, tsn_hi, tsn_lo, 
         bucket = (tl.log(gap) / bucket_width).to(tl.int32)
     bucket = tl.minimum(bucket, NUM_BUCKETS)
     dist = offs_m[:, None] - offs_n[None, :]
-    pidx = tl.minimum(tl.maximum(dist, 0), NUM_POS - 1)
+    if DIAG:
+        pidx = tl.minimum(tl.maximum(dist, 0), NUM_POS - 1)
+    else:   # every key precedes every row: dist >= 1
+        pidx = tl.minimum(dist, NUM_POS - 1)
     # The indices are clamped into the tables, so the gathers need no mask.
     s = s * alpha + tl.load(TS_W + bucket).to(tl.float32) + tl.load(POS_W + pidx).to(tl.float32)
     if FAST_MATH:
@@ -120,8 +134,8 @@ def _hstu_fwd(Q, K, V, TS, OFF, POS_W, TS_W, OUT,
         q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + d_qk[None, :], mask=m_ok[:, None], other=0.0)
         base = tl.load(TS + start)
         tsn = tl.load(TS + start + tl.minimum(offs_m + 1, L - 1), mask=m_ok, other=0) - base
-        tsn_hi = (tsn >> 12).to(tl.float32)
-        tsn_lo = (tsn & 4095).to(tl.float32)
+        tsn_hi = _part_hi(tsn)
+        tsn_lo = _part_lo(tsn)
         acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
         cols = start + tl.arange(0, BLOCK_N)
         k_ptrs = K + cols[:, None] * stride_kt + h * stride_kh + d_qk[None, :]
