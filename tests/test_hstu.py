@@ -173,6 +173,15 @@ def test_fused_kernel_compiles_for_an_h100():
     assert len(shapes) >= 1 and all(0 < s["shared"] <= 227 * 1024 for s in shapes)
 
 
+def test_only_the_paper_head_dims_are_tuned():
+    """Tiny models' head dims take the first tile shape untuned (each tuned shape is a compile);
+    the paper's 128 tries every shape."""
+    from workloads.engine.hstu_triton import _CONFIGS, _prune
+
+    assert _prune(_CONFIGS, {}, DQK=16, DV=32) == _CONFIGS[:1]
+    assert _prune(_CONFIGS, {"DQK": 128}, DV=128) == _CONFIGS
+
+
 def test_fused_peak_memory_is_far_under_n_by_n(device):
     """Beyond its output the fused path allocates next to nothing (no scores, no bias), at 8K."""
     if device.type != "cuda":
