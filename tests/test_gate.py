@@ -110,6 +110,19 @@ def test_a_slower_host_explains_a_host_bound_slowdown_but_not_a_gpu_bound_one():
         assert "host launching" not in msg
 
 
+def test_a_failure_says_when_other_processes_kept_the_host_busy():
+    """Another job on the host slows host-bound cases beyond what the launch probe sees; the
+    message says how many cores other processes kept busy during the rounds, beside the
+    baseline's figure, and says nothing where the host was quiet."""
+    base = bl.entry_from_result(make_result(CASE, samples=noisy(250.0, seed=1)) | {"host": {"other_cores": 0.1}})
+    busy = make_result(CASE, samples=noisy(400.0, seed=2)) | {"host": {"other_cores": 3.2}}
+    (msg,) = bl.check(busy, base, path=PATH, timing=True)
+    assert "other processes kept 3.2 of this host's cores busy during its rounds (the baseline's: 0.1)" in msg
+    quiet = make_result(CASE, samples=noisy(400.0, seed=2)) | {"host": {"other_cores": 0.2}}
+    (msg,) = bl.check(quiet, base, path=PATH, timing=True)
+    assert "other processes" not in msg
+
+
 def test_baselines_without_a_host_figure_gate_as_before():
     base = entry(noisy(250.0, seed=1))
     assert "host" not in base

@@ -62,8 +62,9 @@ def _check_interval(where: str, d, *, samples: bool) -> None:
 def _host_ok(host) -> bool:
     if not isinstance(host, dict):
         return False
-    lu, share = host.get("launch_us"), host.get("share")
-    return (lu is None or (_num(lu) and lu > 0)) and (share is None or (_num(share) and 0 <= share <= 1))
+    lu, share, other = host.get("launch_us"), host.get("share"), host.get("other_cores")
+    return ((lu is None or (_num(lu) and lu > 0)) and (share is None or (_num(share) and 0 <= share <= 1))
+            and (other is None or (_num(other) and other >= 0)))
 
 
 def validate(data, path: Path, *, device_class: str | None = None, scale: str | None = None) -> dict:
@@ -95,7 +96,8 @@ def validate(data, path: Path, *, device_class: str | None = None, scale: str | 
             raise BaselineError(f"{where}.counters: expected an object of numbers, got {counters!r}")
         host = entry.get("host")
         if host is not None and not _host_ok(host):
-            raise BaselineError(f"{where}.host: expected {{launch_us: positive number, share: 0..1}}, got {host!r}")
+            raise BaselineError(f"{where}.host: expected {{launch_us: positive number, share: 0..1, other_cores: >= 0}}, "
+                               f"got {host!r}")
         prov = entry.get("provenance")
         if not isinstance(prov, dict) or not prov.get("commit") or not prov.get("torch"):
             raise BaselineError(f"{where}.provenance: needs at least 'commit' and 'torch'")
@@ -151,9 +153,20 @@ def check(result: dict, entry: dict, *, path: str | Path, timing: bool,
         failures.append(
             f"{cid}: latency {lat['median']:.2f} ms vs baseline {base['median']:.2f} ms: "
             f"{(r.median - 1) * 100:+.1f}% (95% CI {(r.lo - 1) * 100:+.1f}% to {(r.hi - 1) * 100:+.1f}%), "
-            f"slower than the {threshold + allowance:.1%} threshold allows{why_host} ({path})"
+            f"slower than the {threshold + allowance:.1%} threshold allows{why_host}{_busy_note(result.get('host'), entry.get('host'))} ({path})"
         )
     return failures
+
+
+def _busy_note(now: dict | None, then: dict | None) -> str:
+    """Other processes' load on the host during the rounds, where it was enough to matter: a
+    host-bound case sharing the host with another job ran 40-94% slower (README, HSTU)."""
+    other = (now or {}).get("other_cores")
+    if other is None or other < 0.5:
+        return ""
+    before = (then or {}).get("other_cores")
+    return (f"; other processes kept {other:.1f} of this host's cores busy during its rounds"
+            + (f" (the baseline's: {before:.1f})" if before is not None else ""))
 
 
 def host_allowance(now: dict | None, then: dict | None) -> tuple[float, str]:

@@ -131,7 +131,7 @@ def run_case(case: Case, session: Session) -> dict:
     # this session already ran is warm, and its peak is the one measured then.
     memory = {v.name: cached["memory"] if cached and v.name == "eager" else
               peak_memory(lambda v=v: v.once(device, record=False), device) for v in variants}
-    with mc.dynamo_delta() as during:
+    with mc.dynamo_delta() as during, md.OtherLoad() as others:
         interleave(variants, device, replace(schedule, warmup=0))   # warmed up above
     ours = variants[-1]
 
@@ -204,7 +204,8 @@ def run_case(case: Case, session: Session) -> dict:
     # With another job on the same host, host-bound cases ran 40-94% slower while a probe taken
     # at the session's start had seen the host 17% slower.
     result["host"] = {"launch_us": md.launch_overhead_us(device),
-                      "share": mc.host_share(gpu_ms, wall_ms) if gpu_ms is not None and wall_ms else None}
+                      "share": mc.host_share(gpu_ms, wall_ms) if gpu_ms is not None and wall_ms else None,
+                      "other_cores": others.cores}
     if device.type == "cuda":
         if autoregressive:
             med_tpot_s = result["tpot_ms"]["median"] / 1e3

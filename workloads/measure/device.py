@@ -226,3 +226,37 @@ def launch_overhead_us(device: torch.device | str, ops: int = 2000, repeats: int
         if cuda:
             torch.cuda.synchronize(device)
     return statistics.median(times)
+
+
+def _busy_cpu_seconds() -> float | None:
+    """Seconds all of this host's cores have spent busy since boot (/proc/stat: every field but
+    idle and iowait), or None where there is no /proc."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """How many of the host's cores other processes kept busy while the block ran: the host's
+    busy CPU time less this process's, over the wall time. The kernel's counters say it; no
+    sampling thread runs beside the measurement. `cores` is None where they cannot be read."""
+
+    def __enter__(self) -> "OtherLoad":
+        self.cores = None
+        self._t0, self._busy0, self._self0 = time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy = _busy_cpu_seconds()
+        wall = time.perf_counter() - self._t0
+        if busy is not None and self._busy0 is not None and wall > 0:
+            other = (busy - self._busy0) - (_own_cpu_seconds() - self._self0)
+            self.cores = round(max(other, 0.0) / wall, 2)
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
