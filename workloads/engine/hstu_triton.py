@@ -82,6 +82,8 @@ def _tile(acc, q, k_ptrs, v_ptrs, TS, POS_W, TS_W, start, base, tsn_hi, tsn_lo, 
         # ~1e-7 of a bucket edge.
         y = _approx("lg2", gap, MUFU) * (0.6931471805599453 / bucket_width) - 0.5
         bucket = (y + 12582912.0).to(tl.int32, bitcast=True) - 0x4B400000
+        # lg2.approx(1) a hair under 0 would read bucket -1: clamp, as a gap of 1 s is common.
+        bucket = tl.maximum(bucket, 0)
     else:
         bucket = (tl.log(gap) / bucket_width).to(tl.int32)
     bucket = tl.minimum(bucket, NUM_BUCKETS)
