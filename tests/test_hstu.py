@@ -369,7 +369,8 @@ def test_compiled_fused_forward_matches_eager_and_does_no_fp64(device):
     """On a GPU, the compile rung with the fused kernel inside: it ranks and retrieves as eager
     does, and inductor's signature for the kernel holds no fp64 argument. Inductor types a
     Python float argument of a user Triton kernel as fp64, which once turned every score tile
-    into fp64 arithmetic and made the compiled forward 2.5x slower than the plain one."""
+    into fp64 arithmetic: 498 us a kernel call in the graph against 196 us launched plainly, on
+    an H200."""
     if device.type != "cuda":
         pytest.skip("the fused kernel compiles inside a graph only for a GPU")
     from torch._inductor.utils import run_and_get_code

@@ -148,12 +148,13 @@ def check(result: dict, entry: dict, *, path: str | Path, timing: bool,
     base = entry["latency_ms"]
     r = ratio_of_medians(lat["samples"], base["samples"], paired=False)
     threshold = latency_threshold_for(base["samples"], latency_threshold)
-    allowance, why_host = host_allowance(result.get("host"), entry.get("host"))
+    now, then = result.get("host"), entry.get("host")
+    allowance, why_host = host_allowance(now, then)
     if r.lo > 1 + threshold + allowance:
         failures.append(
             f"{cid}: latency {lat['median']:.2f} ms vs baseline {base['median']:.2f} ms: "
             f"{(r.median - 1) * 100:+.1f}% (95% CI {(r.lo - 1) * 100:+.1f}% to {(r.hi - 1) * 100:+.1f}%), "
-            f"slower than the {threshold + allowance:.1%} threshold allows{why_host}{_busy_note(result.get('host'), entry.get('host'))} ({path})"
+            f"slower than the {threshold + allowance:.1%} threshold allows{why_host}{_busy_note(now, then)} ({path})"
         )
     return failures
 

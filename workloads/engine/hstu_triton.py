@@ -217,11 +217,11 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         H, inv_n, pos_w.numel(), ts_w.numel() - 1,
         alpha=float(alpha), bucket_width=float(BUCKET_WIDTH), DQK=DQK, DV=DV, **tiles,
-        # Triton 3.9's interpreter multiplies bf16 tiles wrongly (errors of 1e10 on a 16 x 16
-        # product); there the tiles go up to fp32 first, exactly, after the same rounding of P.
         # Half-precision tiles take the fast arithmetic (its error is far under bf16's rounding
         # of P); fp32 keeps libdevice's log and an exact SiLU, as eager computes them.
         FAST_MATH=v.dtype != torch.float32, MUFU=not _INTERPRETING,
+        # Triton 3.9's interpreter multiplies bf16 tiles wrongly (errors of 1e10 on a 16 x 16
+        # product); there the tiles go up to fp32 first, exactly, after the same rounding of P.
         UPCAST_DOT=_INTERPRETING and v.dtype != torch.float32,
         # fp32 tiles multiply in fp32, as eager's matmuls do: Triton's default for them is TF32
         # (10-bit mantissa), which moves outputs by ~1e-3 relative.
