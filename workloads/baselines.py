@@ -24,8 +24,12 @@ LATENCY_THRESHOLD = 0.05
 # Host-bound cases (eager generate) swing 20-40% between runs while graph replays hold within 1%:
 # a case's threshold widens to this many times the robust spread (MAD / median) of its baseline.
 NOISE_MULTIPLIER = 2.0
-# The stored minimum speedup sits this far under the lower end of the measured interval.
-SPEEDUP_MARGIN = 0.10
+# The stored minimum speedup sits this far under the lower end of the measured interval. The
+# eager reference is often host-bound, and it drifts between the cases of one run far more than
+# within one: HSTU 2K at batch 32 on an H200 timed it at 142 ms alone and 197 ms beside the fused
+# rung, so a floor 10% under one measurement failed the next run of an unchanged lever. A lever's
+# own regressions are the latency gate's to catch, which compares it with itself.
+SPEEDUP_MARGIN = 0.25
 # Declared targets written for an H100 hold on every Hopper part at least as fast (the H200 has
 # the same SMs and more HBM bandwidth): ratios and roofline fractions carry over, and its TPOT
 # floor is lower.

@@ -177,16 +177,19 @@ _CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=
             for m, n, w, s in ((64, 64, 4, 2), (128, 64, 8, 3), (64, 64, 8, 3), (128, 32, 4, 3))]
 
 
-def _prune(configs, named_args, **kwargs):
-    # Head dims under 64 are the tiny test models': tuning them would compile every shape for
-    # each of their many (dims, dtype) keys, and no figure is measured at them.
-    dims = [kwargs.get(k, named_args.get(k)) for k in ("DQK", "DV")]
-    return configs[:1] if max(dims) < 64 else configs
-
-
 _kernel = triton.jit(_hstu_fwd)
+# Head dims under 64 are the tiny test models': tuning them would compile every shape for each of
+# their many (dims, dtype) keys, and no figure is measured at them. They take the first shape from
+# a one-shape tuner (a second kernel object, not an early-prune hook: torch 2.11's compiler fails
+# to trace a tuner that has one, "ListVariable ... already tracked for mutation").
+_small = _kernel
 if not _INTERPRETING:
-    _kernel = triton.autotune(_CONFIGS, key=["DQK", "DV"], prune_configs_by={"early_config_prune": _prune})(_kernel)
+    _small = triton.autotune(_CONFIGS[:1], key=["DQK", "DV"])(triton.jit(_hstu_fwd))
+    _kernel = triton.autotune(_CONFIGS, key=["DQK", "DV"])(_kernel)
+
+
+def _launcher(dqk: int, dv: int):
+    return _kernel if max(dqk, dv) >= 64 else _small
 
 
 def _pow2(n: int) -> bool:
@@ -212,7 +215,7 @@ def hstu_attention_fwd(q, k, v, ts, offsets, grid_len: int, inv_n: torch.Tensor,
     if q.device.type != "cuda" and not _INTERPRETING:
         raise RuntimeError("the fused HSTU kernel runs on CUDA tensors, or on CPU tensors under Triton's "
                            "interpreter (TRITON_INTERPRET=1 before triton is imported)")
-    _kernel[grid](
+    _launcher(DQK, DV)[grid](
         q, k, v, ts, offsets, pos_w, ts_w, out,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         H, inv_n, pos_w.numel(), ts_w.numel() - 1,
