@@ -186,8 +186,7 @@ def run_case(request, benchmark, mmgen):
 
         path = bl.path_for(config.getoption("--baselines"), result["device_class"], case.scale)
         if config.getoption("--update-baselines"):
-            bl.update(path, device_class=result["device_class"], scale=case.scale, case_id=case.id,
-                      entry=bl.entry_from_result(result))
+            bl.record(path, scale=case.scale, result=result)
             gate = "updated"
             failures = []
         else:

@@ -1,5 +1,6 @@
 """Baseline files: round trip, schema errors that name file and key, atomic and concurrent writes."""
 import json
+import math
 import multiprocessing as mp
 
 import pytest
@@ -114,3 +115,109 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     with mp.get_context("fork").Pool(4) as pool:
         pool.map(_writer, [(str(tmp_path), i) for i in range(16)])
     assert len(bl.load(bl.path_for(tmp_path, "cpu", "tiny"))["cases"]) == 16
+
+
+# -- runs of the same code pool ------------------------------------------------------------
+CODE = {"source": "f00d", "torch": "2.11.0+cu130", "cuda": "13.0", "device_class": "cpu"}
+
+
+def run_of(samples, date, speedup=(2.0, 1.9, 2.1), source="f00d", **counters):
+    r = make_result(samples=samples, speedup=speedup, **counters)
+    r["provenance"] = {"commit": "abc123", "date": date, **CODE, "source": source}
+    return r
+
+
+def test_runs_of_the_same_code_pool_their_rounds_and_widen_the_gate(tmp_path):
+    path = bl.path_for(tmp_path, "cpu", "tiny")
+    fast, slow = (5.5, 5.4, 5.6, 5.5), (10.7, 10.6, 10.8, 10.7)
+    bl.record(path, scale="tiny", result=run_of(fast, "d1", speedup=(2.0, 1.9, 2.1)))
+    entry = bl.record(path, scale="tiny", result=run_of(slow, "d2", speedup=(1.5, 1.4, 1.6)))
+    assert entry["latency_ms"]["samples"] == list(fast + slow)
+    assert [r["date"] for r in entry["runs"]] == ["d1", "d2"] and [r["rounds"] for r in entry["runs"]] == [4, 4]
+    assert entry["min_speedup"] == pytest.approx(math.floor(1.4 * 0.75 * 100) / 100)   # the lower floor
+    # One run alone would hold the rung to a 5% threshold around 5.5 ms; pooled, a third run
+    # between the two passes, and a run far above both still fails.
+    assert bl.check(run_of((7.6, 7.5, 7.7, 7.6), "d3"), entry, path=path, timing=True) == []
+    (msg,) = bl.check(run_of((30.0, 30.2, 29.9, 30.1), "d3"), entry, path=path, timing=True)
+    assert "latency" in msg
+
+
+def test_other_code_or_other_counters_start_the_entry_afresh(tmp_path):
+    path = bl.path_for(tmp_path, "cpu", "tiny")
+    bl.record(path, scale="tiny", result=run_of((5.0, 5.1), "d1"))
+    fresh = bl.record(path, scale="tiny", result=run_of((9.0, 9.1), "d2", source="beef"))
+    assert fresh["latency_ms"]["samples"] == [9.0, 9.1] and len(fresh["runs"]) == 1
+    other = bl.record(path, scale="tiny", result=run_of((8.0, 8.1), "d3", source="beef", graphs=2))
+    assert other["latency_ms"]["samples"] == [8.0, 8.1] and len(other["runs"]) == 1
+
+
+def test_only_the_last_runs_are_kept(tmp_path):
+    path = bl.path_for(tmp_path, "cpu", "tiny")
+    for i in range(bl.MAX_RUNS + 2):
+        entry = bl.record(path, scale="tiny", result=run_of((10.0 + i, 10.0 + i, 10.0 + i), f"d{i}"))
+    assert len(entry["runs"]) == bl.MAX_RUNS
+    assert entry["latency_ms"]["samples"] == [10.0 + i for i in range(2, bl.MAX_RUNS + 2) for _ in range(3)]
+    assert bl.load(path, device_class="cpu", scale="tiny")["cases"]["m/T-T/compile/tiny/bs1"] == entry
+
+
+def test_an_entry_written_before_runs_pooled_counts_as_one_run(tmp_path):
+    path = bl.path_for(tmp_path, "cpu", "tiny")
+    old = bl.entry_from_result(run_of((5.0, 5.2), "d0"))
+    del old["runs"]
+    bl.update(path, device_class="cpu", scale="tiny", case_id="m/T-T/compile/tiny/bs1", entry=old)
+    entry = bl.record(path, scale="tiny", result=run_of((6.0, 6.2), "d1"))
+    assert [r["date"] for r in entry["runs"]] == ["d0", "d1"] and entry["latency_ms"]["samples"] == [5.0, 5.2, 6.0, 6.2]
+
+
+def test_runs_that_disagree_with_the_samples_are_named(tmp_path):
+    path = bl.path_for(tmp_path, "cpu", "tiny")
+    bl.record(path, scale="tiny", result=run_of((5.0, 5.2), "d0"))
+    data = json.loads(path.read_text())
+    data["cases"]["m/T-T/compile/tiny/bs1"]["runs"][0]["rounds"] = 3
+    path.write_text(json.dumps(data))
+    with pytest.raises(bl.BaselineError, match=r"runs: their rounds add up to 3, but latency_ms.samples holds 2"):
+        bl.load(path)
+
+
+def _log(tmp_path, name, *results, gate="pass"):
+    log = tmp_path / name
+    log.write_text("".join(json.dumps({"gate": gate, "failures": [], "result": r}) + "\n" for r in results))
+    return log
+
+
+def test_fold_pools_a_gate_runs_case_log_once(tmp_path):
+    path = bl.path_for(tmp_path, "cpu", "tiny")
+    first = run_of((5.0, 5.2), "d0")
+    bl.record(path, scale="tiny", result=first)
+    log = _log(tmp_path, "gate.jsonl", first, run_of((9.0, 9.4), "d1"), gate="FAIL")
+    lines = bl.fold(tmp_path, [log])
+    assert lines[0].endswith("already pooled (d0)") and "2 runs" in lines[1]
+    assert bl.fold(tmp_path, [log])[1].endswith("already pooled (d1)")
+    other = bl.fold(tmp_path, [_log(tmp_path, "other.jsonl", run_of((20.0, 20.1), "d2", source="beef"))])
+    assert other[0].startswith("m/T-T/compile/tiny/bs1: skipped, run by other code") and "'beef'" in other[0]
+    assert bl.load(path)["cases"]["m/T-T/compile/tiny/bs1"]["latency_ms"]["samples"] == [5.0, 5.2, 9.0, 9.4]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda t: _log(t, "count.jsonl", run_of((9.0,), "d1", graphs=3)), r"count\.jsonl:1: .* the same code ran differently"),
+    (lambda t: _log(t, "new.jsonl", run_of((9.0,), "d1") | {"case": "m/T-T/eager/tiny/bs1"}), r"new\.jsonl:1: case m/T-T/eager/tiny/bs1 has no entry"),
+    (lambda t: (t / "junk.jsonl").write_text('{"gate": "pass"}\n') and t / "junk.jsonl", r"junk\.jsonl, line 1: not a case-log record"),
+    (lambda t: t / "missing.jsonl", r"case log .*missing\.jsonl: cannot read it"),
+])
+def test_fold_refuses_what_does_not_pool_and_writes_nothing(tmp_path, bad, match):
+    path = bl.path_for(tmp_path, "cpu", "tiny")
+    bl.record(path, scale="tiny", result=run_of((5.0, 5.2), "d0"))
+    before = path.read_bytes()
+    good = _log(tmp_path, "good.jsonl", run_of((6.0, 6.1), "d9"))
+    with pytest.raises(bl.BaselineError, match=match):
+        bl.fold(tmp_path, [good, bad(tmp_path)])
+    assert path.read_bytes() == before
+
+
+def test_fold_on_the_command_line(tmp_path, capsys):
+    path = bl.path_for(tmp_path, "cpu", "tiny")
+    bl.record(path, scale="tiny", result=run_of((5.0, 5.2), "d0"))
+    assert bl.main(["fold", "--baselines", str(tmp_path), str(_log(tmp_path, "g.jsonl", run_of((6.0, 6.2), "d1")))]) == 0
+    assert "2 runs" in capsys.readouterr().out
+    assert bl.main(["fold", "--baselines", str(tmp_path), str(tmp_path / "nope.jsonl")]) == 2
+    assert "error: case log" in capsys.readouterr().out

@@ -15,7 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .measure.stats import ratio_of_medians, relative_spread
+from .measure.stats import ratio_of_medians, relative_spread, summarize
 
 SCHEMA = 1
 # A case fails on latency only when it is slower than the baseline by more than this, with
@@ -30,6 +30,11 @@ NOISE_MULTIPLIER = 2.0
 # rung, so a floor 10% under one measurement failed the next run of an unchanged lever. A lever's
 # own regressions are the latency gate's to catch, which compares it with itself.
 SPEEDUP_MARGIN = 0.25
+# A case's entry pools the rounds of its last runs of the same code (source fingerprint, torch,
+# CUDA), so its spread, and the threshold drawn from it, is how far the case moves between runs
+# and not only within one: HSTU's launch-bound compile rung at batch 1 timed 5.5, 10.7 and 7.6 ms
+# in three runs of one commit on one H200 host, each run's own rounds within 10%.
+MAX_RUNS = 5
 # Declared targets written for an H100 hold on every Hopper part at least as fast (the H200 has
 # the same SMs and more HBM bandwidth): ratios and roofline fractions carry over, and its TPOT
 # floor is lower.
@@ -102,6 +107,14 @@ def validate(data, path: Path, *, device_class: str | None = None, scale: str | 
         if host is not None and not _host_ok(host):
             raise BaselineError(f"{where}.host: expected {{launch_us: positive number, share: 0..1, other_cores: >= 0}}, "
                                f"got {host!r}")
+        runs = entry.get("runs")
+        if runs is not None:
+            if not (isinstance(runs, list) and runs and all(
+                    isinstance(r, dict) and isinstance(r.get("rounds"), int) and r["rounds"] > 0 for r in runs)):
+                raise BaselineError(f"{where}.runs: expected a non-empty list of {{rounds: positive integer, ...}}, got {runs!r}")
+            if sum(r["rounds"] for r in runs) != len(entry["latency_ms"]["samples"]):
+                raise BaselineError(f"{where}.runs: their rounds add up to {sum(r['rounds'] for r in runs)}, "
+                                   f"but latency_ms.samples holds {len(entry['latency_ms']['samples'])}")
         prov = entry.get("provenance")
         if not isinstance(prov, dict) or not prov.get("commit") or not prov.get("torch"):
             raise BaselineError(f"{where}.provenance: needs at least 'commit' and 'torch'")
@@ -225,24 +238,58 @@ def check_requirements(result: dict, requirements: list[dict]) -> list[str]:
     return failures
 
 
-def entry_from_result(result: dict, *, speedup_margin: float = SPEEDUP_MARGIN) -> dict:
-    """The baseline entry a run's result becomes."""
+def entry_from_result(result: dict, *, previous: dict | None = None, speedup_margin: float = SPEEDUP_MARGIN) -> dict:
+    """The baseline entry a run's result becomes; with `previous` (the case's entry so far) of the
+    same code and counters, the entry pools both: the last MAX_RUNS runs' rounds, the lowest of
+    their speedup floors, the newest run's provenance, speedup, host and GPU state."""
     sp = result.get("speedup")
     min_sp = None
     if sp is not None:
         min_sp = math.floor(sp["ci"][0] * (1 - speedup_margin) * 100) / 100
         min_sp = min_sp if min_sp > 0 else None
+    lat = result["latency_ms"]
+    prov = result["provenance"]
     entry = {
-        "latency_ms": {k: result["latency_ms"][k] for k in ("metric", "median", "ci", "samples") if k in result["latency_ms"]},
+        "latency_ms": {k: lat[k] for k in ("metric", "median", "ci", "samples") if k in lat},
         "speedup": {k: sp[k] for k in ("median", "ci")} if sp is not None else None,
         "min_speedup": min_sp,
         "counters": dict(result.get("counters") or {}),
-        "provenance": dict(result["provenance"]),
+        "provenance": dict(prov),
+        "runs": [{"rounds": len(lat["samples"]), "median": lat["median"], "min_speedup": min_sp,
+                  "commit": prov.get("commit"), "date": prov.get("date")}],
     }
     for key in ("ttft_ms", "tpot_ms", "peak_memory", "roofline", "compile_s", "capture_s", "gpu_state", "host"):
         if result.get(key) is not None:
             entry[key] = result[key]
+    if previous is None or not same_code(previous, entry) or previous.get("counters") != entry["counters"]:
+        return entry
+    runs = (_runs_of(previous) + entry["runs"])[-MAX_RUNS:]
+    kept = sum(r["rounds"] for r in runs[:-1])
+    samples = previous["latency_ms"]["samples"][len(previous["latency_ms"]["samples"]) - kept:] + lat["samples"]
+    pooled = summarize(samples).as_dict()
+    entry["latency_ms"] = {"metric": lat.get("metric", "e2e"), **pooled, "samples": samples}
+    floors = [r.get("min_speedup") for r in runs]
+    entry["min_speedup"] = None if any(f is None for f in floors) else min(floors)
+    entry["runs"] = runs
     return entry
+
+
+def same_code(entry: dict, other: dict) -> bool:
+    """Whether two entries (or an entry and a result) were measured by the same code and stack."""
+    a, b = entry.get("provenance") or {}, other.get("provenance") or {}
+    return all(a.get(k) is not None and a.get(k) == b.get(k) for k in _CODE)
+
+
+_CODE = ("source", "torch", "cuda", "device_class")
+
+
+def _runs_of(entry: dict) -> list[dict]:
+    # Entries written before runs were pooled hold exactly one run.
+    if entry.get("runs"):
+        return list(entry["runs"])
+    prov = entry.get("provenance") or {}
+    return [{"rounds": len(entry["latency_ms"]["samples"]), "median": entry["latency_ms"]["median"],
+             "min_speedup": entry.get("min_speedup"), "commit": prov.get("commit"), "date": prov.get("date")}]
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -284,3 +331,90 @@ def update(path: str | Path, *, device_class: str, scale: str, case_id: str, ent
         data["cases"][case_id] = entry
         validate(data, path)
         write_atomic(path, data)
+
+
+def record(path: str | Path, *, scale: str, result: dict) -> dict:
+    """Write a run's result into its case's entry (pooled with earlier runs of the same code);
+    returns the entry written."""
+    path = Path(path)
+    with _locked(path):
+        data = load(path, device_class=result["device_class"], scale=scale) or {
+            "schema": SCHEMA, "device_class": result["device_class"], "scale": scale, "cases": {},
+        }
+        entry = entry_from_result(result, previous=data["cases"].get(result["case"]))
+        data["cases"][result["case"]] = entry
+        validate(data, path)
+        write_atomic(path, data)
+    return entry
+
+
+def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
+    """Pool the runs that case logs (`--case-log`) hold into the baselines they were gated
+    against: only runs of the code that measured the entry (others are skipped, and said so),
+    once each. A case with no entry, or whose counters differ from its entry's at the same code,
+    is an error that names it; nothing is written then. Returns one line per run."""
+    results = []
+    for log in logs:
+        try:
+            lines = Path(log).read_text().splitlines()
+        except OSError as e:
+            raise BaselineError(f"case log {log}: cannot read it ({e.strerror})") from None
+        for n, line in enumerate(lines, 1):
+            try:
+                results.append((f"{log}:{n}", json.loads(line)["result"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise BaselineError(f"case log {log}, line {n}: not a case-log record "
+                                    f"(a JSON object with a 'result')") from None
+    plan, skipped = [], []
+    for where, result in results:
+        cid = str(result.get("case"))
+        scale = cid.split("/")[-2] if cid.count("/") >= 2 else "?"   # ids end .../<scale>/bs<batch>
+        path = path_for(root, str(result.get("device_class")), scale)
+        data = load(path, device_class=result.get("device_class"), scale=scale)
+        entry = (data or {}).get("cases", {}).get(cid)
+        if entry is None:
+            raise BaselineError(f"{where}: case {cid} has no entry in {path} to pool with; "
+                                f"measure it with --update-baselines first")
+        if not same_code(entry, result):
+            skipped.append(f"{cid}: skipped, run by other code than its entry ({', '.join(_CODE)}: run "
+                           f"{[result['provenance'].get(k) for k in _CODE]}, entry {[entry['provenance'].get(k) for k in _CODE]}); "
+                           f"re-measure it with --update-baselines")
+            continue
+        if (result.get("counters") or {}) != entry.get("counters"):
+            raise BaselineError(f"{where}: case {cid} counted {result.get('counters')}, its entry in {path} "
+                                f"{entry.get('counters')}: the same code ran differently, so the runs do not pool")
+        plan.append((path, scale, result))
+    done = []
+    for path, scale, result in plan:
+        data = load(path)
+        entry = data["cases"][result["case"]]
+        stamp = (result["provenance"].get("commit"), result["provenance"].get("date"))
+        if any((r.get("commit"), r.get("date")) == stamp for r in _runs_of(entry)):
+            done.append(f"{result['case']}: already pooled ({stamp[1]})")
+            continue
+        entry = record(path, scale=scale, result=result)
+        done.append(f"{result['case']}: {len(entry['runs'])} runs, median {entry['latency_ms']['median']:.2f} ms")
+    return done + skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m workloads.baselines",
+                                 description="Baseline files: pool gate runs' case logs into their entries.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fold", help="pool the runs in case logs (--case-log) into the baselines of the same code")
+    f.add_argument("logs", nargs="+", metavar="CASE_LOG")
+    f.add_argument("--baselines", default="baselines", help="the baselines directory (default: baselines)")
+    args = ap.parse_args(argv)
+    try:
+        for line in fold(args.baselines, args.logs):
+            print(line)
+    except BaselineError as e:
+        print(f"error: {e}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
