@@ -202,6 +202,8 @@ def test_fold_pools_a_gate_runs_case_log_once(tmp_path):
     (lambda t: _log(t, "count.jsonl", run_of((9.0,), "d1", graphs=3)), r"count\.jsonl:1: .* the same code ran differently"),
     (lambda t: _log(t, "new.jsonl", run_of((9.0,), "d1") | {"case": "m/T-T/eager/tiny/bs1"}), r"new\.jsonl:1: case m/T-T/eager/tiny/bs1 has no entry"),
     (lambda t: (t / "junk.jsonl").write_text('{"gate": "pass"}\n') and t / "junk.jsonl", r"junk\.jsonl, line 1: not a case-log record"),
+    (lambda t: (t / "bare.jsonl").write_text('{"result": {"case": "m/T-T/compile/tiny/bs1"}}\n') and t / "bare.jsonl",
+     r"bare\.jsonl, line 1: not a case-log record"),
     (lambda t: t / "missing.jsonl", r"case log .*missing\.jsonl: cannot read it"),
 ])
 def test_fold_refuses_what_does_not_pool_and_writes_nothing(tmp_path, bad, match):

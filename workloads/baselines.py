@@ -361,10 +361,14 @@ def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
             raise BaselineError(f"case log {log}: cannot read it ({e.strerror})") from None
         for n, line in enumerate(lines, 1):
             try:
-                results.append((f"{log}:{n}", json.loads(line)["result"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise BaselineError(f"case log {log}, line {n}: not a case-log record "
-                                    f"(a JSON object with a 'result')") from None
+                result = json.loads(line)["result"]
+                ok = all(isinstance(result.get(k), dict) for k in ("latency_ms", "provenance")) and "case" in result
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                ok = False
+            if not ok:
+                raise BaselineError(f"case log {log}, line {n}: not a case-log record (a JSON object whose "
+                                    f"'result' has a case, latency_ms and provenance)")
+            results.append((f"{log}:{n}", result))
     plan, skipped = [], []
     for where, result in results:
         cid = str(result.get("case"))
