@@ -223,3 +223,16 @@ def test_fold_on_the_command_line(tmp_path, capsys):
     assert "2 runs" in capsys.readouterr().out
     assert bl.main(["fold", "--baselines", str(tmp_path), str(tmp_path / "nope.jsonl")]) == 2
     assert "error: case log" in capsys.readouterr().out
+
+
+def test_every_committed_baseline_file_reads():
+    """The files the gate reads on GPU runners pass the schema here, where no GPU is: a bad
+    entry (a hand edit, a merge gone wrong, runs that disagree with their samples) fails CI."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "baselines"
+    files = sorted(root.glob("*/*.json"))
+    assert files, f"no baseline files under {root}"
+    for f in files:
+        data = bl.load(f, device_class=f.parent.name, scale=f.stem)
+        assert data["cases"], f"{f} holds no cases"
