@@ -321,31 +321,28 @@ def _locked(path: Path):
             fcntl.flock(lf, fcntl.LOCK_UN)
 
 
-def update(path: str | Path, *, device_class: str, scale: str, case_id: str, entry: dict) -> None:
-    """Set one case's entry, keeping every other case; refuses to overwrite a corrupt file."""
+def update(path: str | Path, *, device_class: str, scale: str, case_id: str, entry) -> dict:
+    """Set one case's entry, keeping every other case; refuses to overwrite a corrupt file.
+    `entry` is the entry, or a function of the case's entry so far (None if none) that makes it,
+    called under the file's lock. Returns the entry written."""
     path = Path(path)
     with _locked(path):
         data = load(path, device_class=device_class, scale=scale) or {
             "schema": SCHEMA, "device_class": device_class, "scale": scale, "cases": {},
         }
+        if callable(entry):
+            entry = entry(data["cases"].get(case_id))
         data["cases"][case_id] = entry
         validate(data, path)
         write_atomic(path, data)
+    return entry
 
 
 def record(path: str | Path, *, scale: str, result: dict) -> dict:
     """Write a run's result into its case's entry (pooled with earlier runs of the same code);
     returns the entry written."""
-    path = Path(path)
-    with _locked(path):
-        data = load(path, device_class=result["device_class"], scale=scale) or {
-            "schema": SCHEMA, "device_class": result["device_class"], "scale": scale, "cases": {},
-        }
-        entry = entry_from_result(result, previous=data["cases"].get(result["case"]))
-        data["cases"][result["case"]] = entry
-        validate(data, path)
-        write_atomic(path, data)
-    return entry
+    return update(path, device_class=result["device_class"], scale=scale, case_id=result["case"],
+                  entry=lambda previous: entry_from_result(result, previous=previous))
 
 
 def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
