@@ -146,3 +146,40 @@ def test_hopper_targets_hold_on_an_h200():
         assert len(bl.check_requirements(r, req)) == 1
     r["device_class"] = "nvidia-a100-sxm4-80gb"
     assert bl.check_requirements(r, req) == []
+
+
+def test_a_faster_host_explains_a_lower_speedup_only_by_the_references_host_bound_share():
+    """Measured on two H200 hosts (README, HSTU): the eager reference at batch 32 and 1K, half
+    host-bound, took 224 ms where the host launched at 15.0 us per op and 121 ms at 8.2, while
+    the compiled rung held at about 10.5 ms, so the speedup fell from over 17x to 11.8x."""
+    def host(launch_us, share, ref):
+        return {"launch_us": launch_us, "share": share, "reference_share": ref}
+
+    base = bl.entry_from_result(make_result(CASE, samples=noisy(10.8, seed=1), speedup=(20.8, 17.9, 23.0))
+                                | {"host": {"launch_us": 15.0, "share": 0.13}})
+    assert base["min_speedup"] == pytest.approx(13.42)
+    faster = make_result(CASE, samples=noisy(10.3, seed=2), speedup=(11.8, 11.5, 11.9)) | {"host": host(8.2, 0.10, 0.50)}
+    assert bl.check(faster, base, path=PATH, timing=True) == []
+
+    (msg,) = bl.check(faster | {"host": host(15.0, 0.10, 0.50)}, base, path=PATH, timing=True)   # same host
+    assert "below the minimum 13.42x: 13.42x stored" in msg and "host" not in msg
+    # An eager reference no more host-bound than the lever gains nothing from a faster host.
+    (msg,) = bl.check(faster | {"host": host(8.2, 0.10, 0.05)}, base, path=PATH, timing=True)
+    assert "below the minimum 13.42x" in msg and "host" not in msg
+    # One a little more host-bound lowers the floor by what it explains, and the message says so.
+    (msg,) = bl.check(faster | {"host": host(8.2, 0.0, 0.20)}, base, path=PATH, timing=True)
+    assert ("below the minimum 12.20x: 13.42x stored in baselines/nvidia-h100-80gb-hbm3/paper.json, times 0.91 "
+            "as this host launches 45% faster than the baseline's (8.2 vs 15.0 us per op) with the eager "
+            "reference 20% and the lever 0% host-bound") in msg
+
+
+def test_a_slower_host_lowers_the_floor_by_the_levers_own_host_bound_share():
+    base = bl.entry_from_result(make_result(CASE, samples=noisy(5.0, seed=1), speedup=(5.0, 4.8, 5.2))
+                                | {"host": {"launch_us": 10.0, "share": 0.6}})
+    # Host 50% slower, a lever 80% host-bound beside a 20% host-bound reference: the ratio can
+    # fall to (1 + 0.2 * 0.5) / (1 + 0.8 * 0.5) = 0.79 of what it was.
+    slower = make_result(CASE, samples=noisy(5.0, seed=2), speedup=(3.2, 3.0, 3.3)) | {
+        "host": {"launch_us": 15.0, "share": 0.8, "reference_share": 0.2}}
+    assert bl.speedup_allowance(slower["host"], base["host"])[0] == pytest.approx(1.1 / 1.4)
+    assert [m for m in bl.check(slower, base, path=PATH, timing=True) if "speedup" in m] == []
+    assert bl.speedup_allowance({"launch_us": 15.0, "share": 0.8}, base["host"]) == (1.0, "")   # no reference figure

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -443,6 +444,34 @@ def test_each_case_probes_its_host(monkeypatch):
              for lever in ("eager", "memory_efficient")]
     assert [h["launch_us"] for h in hosts] == [10.0, 25.0]
     assert all(h["other_cores"] >= 0 for h in hosts)   # other processes' load during the rounds
+
+
+def test_a_lever_case_records_its_eager_references_host_share(monkeypatch):
+    """The speedup floor's host allowance needs the reference's host-bound share beside the
+    lever's: taken from the eager case where the session ran it, else counted once."""
+    from workloads import harness
+    from workloads.cases import Case
+
+    counted = []
+
+    def count(fn, device):
+        fn()
+        counted.append(1)
+        return {"kernels": 4, "launches": 4, "gpu_ms": 0.0}   # all idle: share 1.0
+
+    monkeypatch.setattr(harness.mc, "count_kernels", count)
+
+    def case(lever, session):
+        counted.clear()
+        r = harness.run_case(Case("hstu", "hstu-tiny", "H-A", lever, "tiny", 1), session)
+        return r["host"], len(counted)
+
+    session = harness.Session(CPU)
+    assert case("eager", session) == ({"launch_us": ANY, "share": 1.0, "other_cores": ANY}, 1)
+    host, n = case("memory_efficient", session)
+    assert host["reference_share"] == 1.0 and n == 1            # the eager case's figure
+    host, n = case("memory_efficient", harness.Session(CPU))
+    assert host["reference_share"] == 1.0 and n == 2            # counted once here
 
 
 def test_a_session_runs_the_eager_references_untimed_rounds_once_per_input(monkeypatch):

@@ -106,6 +106,35 @@ def _summ(values, seed=0) -> dict:
     return summarize(values, seed=seed).as_dict() | {"samples": [float(v) for v in values]}
 
 
+def _tpot(variant, n: int) -> list[float] | None:
+    """Time per output token of each round; None for workloads that generate nothing (HSTU ranks
+    in one forward and marks no first token). Decoding ends before the end where stages follow
+    it (text-to-unit, vocoder)."""
+    if "first_token" not in variant.samples[0]:
+        return None
+    end = variant.series("decode_end") if "decode_end" in variant.samples[0] else variant.series("end")
+    return [(e - f) / max(n - 1, 1) for e, f in zip(end, variant.series("first_token"))]
+
+
+def _kernels(runner, n: int, device, e2e_ms: float, tpot: dict | None) -> tuple[dict, float | None]:
+    """A runner's kernel and launch counters (per decode step where it decodes, else per run), and
+    its host-bound share: the GPU's idle fraction of the step's or the run's median wall time."""
+    if n > 0:
+        count = getattr(runner, "count_steps", None) or (lambda k: (runner.prepare(), runner.run(None, k)))
+        kernels = mc.per_step(count, device)
+        if not kernels:
+            return {}, None
+        gpu_ms, wall_ms = kernels.pop("gpu_ms_per_step"), (tpot or {}).get("median")
+        counters = {k: round(v, 2) for k, v in kernels.items()}
+    else:   # one forward, no steps: kernels and launches of a whole run
+        kernels = mc.count_kernels(lambda: (runner.prepare(), runner.run(None)), device)
+        if not kernels:
+            return {}, None
+        gpu_ms, wall_ms = kernels.pop("gpu_ms"), e2e_ms
+        counters = {f"{k}_per_run": v for k, v in kernels.items()}
+    return counters, (mc.host_share(gpu_ms, wall_ms) if wall_ms else None)
+
+
 def run_case(case: Case, session: Session) -> dict:
     device = session.device
     wl = WORKLOADS[case.workload]
@@ -137,13 +166,9 @@ def run_case(case: Case, session: Session) -> dict:
 
     n = batch.new_tokens
     e2e = ours.series("end")
-    # Workloads that generate nothing (HSTU ranks in one forward) mark no first token: they
-    # report no TTFT or TPOT.
-    autoregressive = "first_token" in ours.samples[0]
+    tpot = _tpot(ours, n)
+    autoregressive = tpot is not None
     ttft = ours.series("first_token") if autoregressive else None
-    # Decoding ends before the end where stages follow it (text-to-unit, vocoder).
-    decode_end = ours.series("decode_end") if "decode_end" in ours.samples[0] else e2e
-    tpot = [(e - f) / max(n - 1, 1) for e, f in zip(decode_end, ttft)] if autoregressive else None
     result = {
         "case": case.id,
         "workload": case.workload,
@@ -168,7 +193,8 @@ def run_case(case: Case, session: Session) -> dict:
     }
     modules = {v.name: cached["modules"] if cached and v.name == "eager" else
                breakdown.modules(v.once(device, record=False, spans=True), share=wl.share_spans) for v in variants}
-    session.reference[ref_key] = {"memory": memory["eager"], "modules": modules["eager"]}
+    session.reference[ref_key] = {"memory": memory["eager"], "modules": modules["eager"],
+                                  "share": (cached or {}).get("share")}
     if any(modules.values()):
         result["modules_ms"] = {("eager" if k == "eager" else "lever"): m for k, m in modules.items()}
         if not is_reference:
@@ -187,25 +213,23 @@ def run_case(case: Case, session: Session) -> dict:
     counters = {"recompiles": during.graphs}
     if plan.compile:
         counters.update(graphs=setup["graphs"], graph_breaks=setup["graph_breaks"])
-    gpu_ms, wall_ms = None, None
-    if n > 0:
-        count = getattr(lever, "count_steps", None) or (lambda k: (lever.prepare(), lever.run(None, k)))
-        kernels = mc.per_step(count, device)
-        if kernels:
-            gpu_ms, wall_ms = kernels.pop("gpu_ms_per_step"), (result["tpot_ms"] or {}).get("median")
-            counters.update({k: round(v, 2) for k, v in kernels.items()})
-    else:   # one forward, no steps: kernels and launches of a whole run
-        kernels = mc.count_kernels(lambda: (lever.prepare(), lever.run(None)), device)
-        if kernels:
-            gpu_ms, wall_ms = kernels.pop("gpu_ms"), result["latency_ms"]["median"]
-            counters.update({f"{k}_per_run": v for k, v in kernels.items()})
+    kernels, share = _kernels(lever, n, device, result["latency_ms"]["median"], result["tpot_ms"])
+    counters.update(kernels)
     result["counters"] = counters
     # Probed per case, right after its rounds: a host's speed is not a constant of a session.
     # With another job on the same host, host-bound cases ran 40-94% slower while a probe taken
     # at the session's start had seen the host 17% slower.
-    result["host"] = {"launch_us": md.launch_overhead_us(device),
-                      "share": mc.host_share(gpu_ms, wall_ms) if gpu_ms is not None and wall_ms else None,
-                      "other_cores": others.cores}
+    result["host"] = {"launch_us": md.launch_overhead_us(device), "share": share, "other_cores": others.cores}
+    if is_reference:
+        session.reference[ref_key]["share"] = share
+    elif share is not None:
+        # The reference's own host-bound share sets how far a faster host lowers the speedup
+        # (baselines.speedup_allowance); measured once per reference and session.
+        if session.reference[ref_key].get("share") is None:
+            session.reference[ref_key]["share"] = _kernels(
+                ref, n, device, result["reference_latency_ms"]["median"],
+                _summ(_tpot(variants[0], n), 2) if autoregressive else None)[1]
+        result["host"]["reference_share"] = session.reference[ref_key]["share"]
     if device.type == "cuda":
         if autoregressive:
             med_tpot_s = result["tpot_ms"]["median"] / 1e3
