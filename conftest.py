@@ -150,6 +150,17 @@ def pytest_collection_modifyitems(config, items):
                        f"{gpu_bytes / 2**30:.0f} GiB (--run-large to try anyway)"))
 
 
+def pytest_collection_finish(session):
+    # The selected cases, in run order, let the harness time the rungs of one eager reference in
+    # one loop. An xdist worker runs only its share of them, so it times each case alone.
+    st = getattr(session.config, "_mmgen", None)
+    if st is None or hasattr(session.config, "workerinput"):
+        return
+    st["session"].plan(
+        item.callspec.params["case"] for item in session.items
+        if "case" in getattr(getattr(item, "callspec", None), "params", {}) and not item.get_closest_marker("skip"))
+
+
 def _why_gpu(case, device) -> str:
     """The lever's own reason, where one of the case's levers names it."""
     from workloads.levers import Context, plan_for

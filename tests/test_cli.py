@@ -81,3 +81,16 @@ def test_case_log_and_module_table(tmp_path):
     assert result["case"] == "seamless-tiny/T-T/compile/tiny/bs1"
     assert {"encoder", "decoder.prefill", "decoder.step", "kv_reorder"} <= set(result["modules_ms"]["lever"])
     assert "where the time goes" in r.stdout
+
+
+def test_the_selected_rungs_of_one_input_share_the_eager_rounds(tmp_path):
+    """`pytest perf_tests -k ...` times the selected rungs of one model, task and batch in one
+    loop: each lever's reference samples are the eager case's own rounds, not a second timing
+    of eager. A workload of another input is timed on its own."""
+    log = tmp_path / "cases.jsonl"
+    r = pytest_run("perf_tests", "-k", "hstu-tiny/H-A/ and bs1 and (eager or memory_efficient)", "--device", "cpu",
+                   "--case-log", str(log))
+    assert r.returncode == 0, r.stdout[-2000:]
+    results = {json.loads(x)["result"]["lever"]: json.loads(x)["result"] for x in log.read_text().splitlines()}
+    eager, lever = results["eager"], results["memory_efficient"]
+    assert lever["reference_latency_ms"]["samples"] == eager["latency_ms"]["samples"][:lever["rounds"]]

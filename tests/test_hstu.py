@@ -474,6 +474,41 @@ def test_a_lever_case_records_its_eager_references_host_share(monkeypatch):
     assert host["reference_share"] == 1.0 and n == 2            # counted once here
 
 
+def test_the_planned_rungs_of_one_reference_are_timed_in_one_loop(monkeypatch):
+    """With the session's cases planned (pytest's selection), the first case of a reference
+    times every planned rung of it in one interleaved loop; each later case returns its own
+    result, paired with the eager rounds it shared, and a rung that fails to set up fails in its
+    own case, not in the one that timed the group. Another batch is another reference."""
+    from workloads import harness
+    from workloads.cases import Case
+
+    loops = []
+    real = harness.interleave
+    monkeypatch.setattr(harness, "interleave", lambda vs, *a: loops.append([v.name for v in vs]) or real(vs, *a))
+    real_setup = harness._setup
+
+    def setup(runner, device):
+        if runner.attn_implementation == "memory_efficient" and runner.batch.batch == 2:
+            raise RuntimeError("setup failed")
+        return real_setup(runner, device)
+
+    monkeypatch.setattr(harness, "_setup", setup)
+    cases = [Case("hstu", "hstu-tiny", "H-A", lever, "tiny", bs) for bs in (1, 2) for lever in ("eager", "memory_efficient")]
+    session = harness.Session(CPU)
+    session.plan(cases)
+    eager = harness.run_case(cases[0], session)
+    assert loops == [["eager", "memory_efficient"]]
+    lever = harness.run_case(cases[1], session)
+    assert loops == [["eager", "memory_efficient"]]                       # nothing timed again
+    assert lever["case"] == cases[1].id and lever["speedup"] is not None
+    n = lever["rounds"]
+    assert lever["reference_latency_ms"]["samples"] == eager["latency_ms"]["samples"][:n]
+    assert harness.run_case(cases[2], session)["case"] == cases[2].id   # batch 2: its own loop
+    assert loops[1:] == [["eager"]]
+    with pytest.raises(RuntimeError, match="setup failed"):
+        harness.run_case(cases[3], session)
+
+
 def test_a_session_runs_the_eager_references_untimed_rounds_once_per_input(monkeypatch):
     """The eager reference's warm-up (its peak memory) and breakdown round run once per model,
     task, scale and batch in a session; each later rung of that key reuses them and still times

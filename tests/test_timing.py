@@ -24,6 +24,27 @@ def test_schedule_stops_at_max_rounds_and_respects_min():
     assert len(w.samples) == 2
 
 
+def test_a_group_times_the_reference_once_a_round_and_closes_each_variant_on_its_own_budget():
+    """Rungs of one reference share its rounds: the reference runs in every round, and a slow
+    rung closes on the time it and the reference spent, while a fast one goes on to max_rounds,
+    as each would alone. Sample i of every rung comes from the reference's round i."""
+    import time
+
+    log = []
+
+    def run(name, s):
+        return lambda sw: (log.append(name), time.sleep(s))
+
+    ref, fast, slow = Variant("ref", run("ref", 0.001)), Variant("fast", run("fast", 0.001)), Variant("slow", run("slow", 0.06))
+    interleave([ref, fast, slow], "cpu", Schedule(warmup=0, min_rounds=2, max_rounds=10, budget_s=0.5))
+    assert len(ref.samples) == len(fast.samples) == 10
+    assert 2 <= len(slow.samples) <= 9           # 61 ms a round with the reference: over 0.5 s by round 9
+    rounds = [log[i:i + 3] for i in range(0, 3 * len(slow.samples), 3)]
+    assert rounds[:2] == [["ref", "fast", "slow"], ["slow", "fast", "ref"]]
+    assert log[3 * len(slow.samples):] == [x for k in range(len(slow.samples), 10)
+                                          for x in (["ref", "fast"] if k % 2 == 0 else ["fast", "ref"])]
+
+
 def test_stopwatch_marks_are_ordered():
     sw = Stopwatch("cpu")
     sw.start()

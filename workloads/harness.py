@@ -51,6 +51,15 @@ class Session:
     # seeded, so every later case of that key pairs its lever with the same reference, and a
     # long eager round (Chameleon T-I: 1024 steps of a tripled batch) is not paid twice more per rung.
     reference: dict = field(default_factory=dict)
+    # The cases this session will run (pytest's selection), so that run_case can time the rungs
+    # of one eager reference together; the ids already started, and results waiting for their
+    # own case's call (or the exception it is to raise).
+    planned: list = field(default_factory=list)
+    started: set = field(default_factory=set)
+    done: dict = field(default_factory=dict)
+
+    def plan(self, cases) -> None:
+        self.planned = list(cases)
 
     def model(self, workload, preset_name: str):
         if preset_name not in self._models:
@@ -135,37 +144,110 @@ def _kernels(runner, n: int, device, e2e_ms: float, tpot: dict | None) -> tuple[
     return counters, (mc.host_share(gpu_ms, wall_ms) if wall_ms else None)
 
 
+def _ref_key(case: Case) -> tuple:
+    return (case.workload, case.model, case.task, case.scale, case.batch)
+
+
+@dataclass
+class _Rung:
+    case: Case
+    plan: Plan
+    runner: object
+    setup: dict
+    variant: Variant | None = None   # None: the eager case, whose variant is the reference's
+
+
 def run_case(case: Case, session: Session) -> dict:
+    """The case's result. The first case of an eager reference that the session has planned
+    (see Session.plan) times every planned rung of that reference in one interleaved loop, and
+    the others' results wait for their own calls: eager is timed once a round for all of them,
+    not once per rung, and each rung still gets the rounds it would get alone beside it."""
+    if case.id in session.done:
+        done = session.done.pop(case.id)
+        if isinstance(done, Exception):
+            raise done
+        return done
+    group = [case] + [c for c in session.planned if c.id != case.id and _ref_key(c) == _ref_key(case)
+                      and c.id not in session.started]
+    session.started.update(c.id for c in group)
+    try:
+        results = _run_group(group, session)
+    except Exception:
+        # This case's own failure: the others of its group form the next group.
+        session.started.difference_update(c.id for c in group[1:])
+        raise
+    for c in group[1:]:
+        session.done[c.id] = results[c.id]
+    return results[case.id]
+
+
+def _run_group(group: list[Case], session: Session) -> dict:
     device = session.device
-    wl = WORKLOADS[case.workload]
-    plan, reason = plan_for(case.lever, Context(device, wl.supports_for(case.task), tuning=wl.compile_tuning), wl.ladder)
+    first = group[0]
+    wl = WORKLOADS[first.workload]
+    ctx = Context(device, wl.supports_for(first.task), tuning=wl.compile_tuning)
+    plan, reason = plan_for(first.lever, ctx, wl.ladder)
     if plan is None:
         raise NotApplicable(reason)
 
-    model = session.model(wl, case.model)
-    batch = wl.inputs(case.task, case.scale, case.batch, model, device)
-    decoders = session.decoders_for((case.model, wl.cache_group(case.task), case.batch))
+    model = session.model(wl, first.model)
+    batch = wl.inputs(first.task, first.scale, first.batch, model, device)
+    decoders = session.decoders_for((first.model, wl.cache_group(first.task), first.batch))
     ref = wl.runner(model, batch, Plan(), decoders)
-    is_reference = plan.levers == ("eager",)
-    lever = ref if is_reference else wl.runner(model, batch, plan, decoders)
-    setup = _setup(lever, device)
-
-    variants = [Variant("eager", ref.run, ref.prepare)]
-    if not is_reference:
-        variants.append(Variant(case.lever, lever.run, lever.prepare))
-    schedule = SCHEDULES[device.type]
-    ref_key = (case.workload, case.model, case.task, case.scale, case.batch)
+    eager = Variant("eager", ref.run, ref.prepare)
+    ref_key = _ref_key(first)
     cached = session.reference.get(ref_key)
-    # Warm-up rounds double as the peak-memory measurement of each side; an eager reference
-    # this session already ran is warm, and its peak is the one measured then.
-    memory = {v.name: cached["memory"] if cached and v.name == "eager" else
-              peak_memory(lambda v=v: v.once(device, record=False), device) for v in variants}
-    with mc.dynamo_delta() as during, md.OtherLoad() as others:
-        interleave(variants, device, replace(schedule, warmup=0))   # warmed up above
-    ours = variants[-1]
+    # Warm-up rounds double as the peak-memory measurement of each side, a rung's right after its
+    # own setup; an eager reference this session already ran is warm, and its peak is the one
+    # measured then.
+    memory = {id(eager): cached["memory"] if cached else peak_memory(lambda: eager.once(device, record=False), device)}
+    results: dict = {}
+    rungs: list[_Rung] = []
+    for c in group:
+        try:
+            p, why = (plan, reason) if c is first else plan_for(c.lever, ctx, wl.ladder)
+            if p is None:
+                raise NotApplicable(why)
+            if p.levers == ("eager",):
+                rungs.append(_Rung(c, p, ref, _setup(ref, device)))
+                continue
+            runner = wl.runner(model, batch, p, decoders)
+            rung = _Rung(c, p, runner, _setup(runner, device), Variant(c.lever, runner.run, runner.prepare))
+            memory[id(rung.variant)] = peak_memory(lambda v=rung.variant: v.once(device, record=False), device)
+            rungs.append(rung)
+        except Exception as e:   # the case's own test reports it; the group goes on without it
+            if c is first:
+                raise
+            results[c.id] = e
+    # A rung that fails in the timed rounds (after a good warm-up) fails the group's first case.
+    variants = [eager] + [r.variant for r in rungs if r.variant is not None]
+    with md.OtherLoad() as others:
+        interleave(variants, device, replace(SCHEDULES[device.type], warmup=0))   # warmed up above
+    modules = {id(v): cached["modules"] if cached and v is eager else
+               breakdown.modules(v.once(device, record=False, spans=True), share=wl.share_spans) for v in variants}
+    session.reference[ref_key] = {"memory": memory[id(eager)], "modules": modules[id(eager)],
+                                  "share": (cached or {}).get("share")}
+    # The eager case's figures first: its host share is every lever's reference share.
+    for r in sorted(rungs, key=lambda r: r.variant is not None):
+        try:
+            results[r.case.id] = _result(r, ref, eager, memory, modules, others, model, batch, wl, session)
+        except Exception as e:
+            if r.case is first:
+                raise
+            results[r.case.id] = e
+    return results
 
+
+def _result(rung: _Rung, ref, eager: Variant, memory: dict, modules: dict, others, model, batch, wl,
+            session: Session) -> dict:
+    device, case, plan, lever, setup = session.device, rung.case, rung.plan, rung.runner, rung.setup
+    is_reference = rung.variant is None
+    ours = eager if is_reference else rung.variant
+    ref_key = _ref_key(case)
     n = batch.new_tokens
     e2e = ours.series("end")
+    # The reference's rounds that this rung shared: its i-th sample pairs with eager's i-th.
+    ref_e2e = eager.series("end")[:len(e2e)]
     tpot = _tpot(ours, n)
     autoregressive = tpot is not None
     ttft = ours.series("first_token") if autoregressive else None
@@ -182,35 +264,30 @@ def run_case(case: Case, session: Session) -> dict:
         "latency_ms": {"metric": "e2e"} | _summ(e2e),
         "ttft_ms": _summ(ttft, 1) if autoregressive else None,
         "tpot_ms": _summ(tpot, 2) if autoregressive else None,
-        "reference_latency_ms": _summ(variants[0].series("end"), 3),
-        "speedup": None if is_reference else ratio_of_medians(variants[0].series("end"), e2e, paired=True).as_dict(),
-        "peak_memory": memory.get(case.lever if not is_reference else "eager"),
-        "reference_peak_memory": memory.get("eager"),
+        "reference_latency_ms": _summ(ref_e2e, 3),
+        "speedup": None if is_reference else ratio_of_medians(ref_e2e, e2e, paired=True).as_dict(),
+        "peak_memory": memory[id(ours)],
+        "reference_peak_memory": memory[id(eager)],
         "compile_s": setup.get("compile_s"),
         "capture_s": setup.get("capture_s"),
         "vocoder_setup_s": setup.get("vocoder_setup_s"),
-        "agreement": _agreement(variants),
+        "agreement": None if is_reference else _agreement([eager, ours]),
     }
-    modules = {v.name: cached["modules"] if cached and v.name == "eager" else
-               breakdown.modules(v.once(device, record=False, spans=True), share=wl.share_spans) for v in variants}
-    session.reference[ref_key] = {"memory": memory["eager"], "modules": modules["eager"],
-                                  "share": (cached or {}).get("share")}
-    if any(modules.values()):
-        result["modules_ms"] = {("eager" if k == "eager" else "lever"): m for k, m in modules.items()}
+    sides = {"eager": modules[id(eager)]} | ({} if is_reference else {"lever": modules[id(ours)]})
+    if any(sides.values()):
+        result["modules_ms"] = sides
         if not is_reference:
-            result["module_speedup"] = breakdown.group_speedup(result["modules_ms"]["eager"], result["modules_ms"]["lever"],
-                                                               wl.module_groups)
+            result["module_speedup"] = breakdown.group_speedup(sides["eager"], sides["lever"], wl.module_groups)
         span_flops = getattr(wl, "span_flops", None)
         if span_flops is not None:
-            result["span_tflops"] = {side: breakdown.throughput(m, span_flops(model, batch))
-                                     for side, m in result["modules_ms"].items()}
+            result["span_tflops"] = {side: breakdown.throughput(m, span_flops(model, batch)) for side, m in sides.items()}
             peak = session.matmul_flops()
             if peak:
                 result["matmul_peak_tflops"] = peak / 1e12
     waveform_lengths = getattr(lever, "waveform_lengths", None)
     if waveform_lengths is not None:
         result["audio_samples"] = [int(x) for x in waveform_lengths.reshape(-1).tolist()]
-    counters = {"recompiles": during.graphs}
+    counters = {"recompiles": ours.recompiles}
     if plan.compile:
         counters.update(graphs=setup["graphs"], graph_breaks=setup["graph_breaks"])
     kernels, share = _kernels(lever, n, device, result["latency_ms"]["median"], result["tpot_ms"])
@@ -228,7 +305,7 @@ def run_case(case: Case, session: Session) -> dict:
         if session.reference[ref_key].get("share") is None:
             session.reference[ref_key]["share"] = _kernels(
                 ref, n, device, result["reference_latency_ms"]["median"],
-                _summ(_tpot(variants[0], n), 2) if autoregressive else None)[1]
+                _summ(_tpot(eager, n), 2) if autoregressive else None)[1]
         result["host"]["reference_share"] = session.reference[ref_key]["share"]
     if device.type == "cuda":
         if autoregressive:

@@ -13,9 +13,14 @@ from torch._dynamo.utils import counters as _dynamo_counters
 
 def _snapshot() -> dict[str, int]:
     return {
-        "graphs": int(_dynamo_counters["stats"]["unique_graphs"]),
+        "graphs": compiled_graphs(),
         "graph_breaks": int(sum(_dynamo_counters["graph_break"].values())),
     }
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process so far."""
+    return int(_dynamo_counters["stats"]["unique_graphs"])
 
 
 class DynamoDelta:

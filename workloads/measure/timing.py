@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .counters import compiled_graphs
+
 
 class Stopwatch:
     """Marks points of one run; `times_ms()` gives each mark's time since `start()`.
@@ -124,17 +126,22 @@ class Variant:
     prepare: Prepare | None = None
     samples: list[dict[str, float]] = field(default_factory=list)
     output: object = None
+    recompiles: int = 0
 
     def once(self, device, record: bool, spans: bool = False) -> dict[str, float]:
         if self.prepare is not None:
             self.prepare()
         synchronize(device)
+        graphs = compiled_graphs()
         sw = Stopwatch(device, spans=spans)
         sw.start()
         out = self.run(sw)
         marks = sw.stop()
         if record:
             self.samples.append(marks)
+            # Graphs compiled during timed rounds are recompiles; counted per variant, outside
+            # the clock, since the variants of one loop share the compiler's counters.
+            self.recompiles += compiled_graphs() - graphs
         self.output = out
         return marks
 
@@ -155,20 +162,36 @@ class Schedule:
 def interleave(variants: list[Variant], device, schedule: Schedule) -> None:
     """Warm each variant up, then time them in alternating order, round by round.
 
-    The order flips every round (A B, B A, ...) so that neither side always runs right after
-    the other's cache or clock state.
+    The first variant is the reference: every round times it beside each variant still open, so
+    a variant's i-th sample and the reference's i-th come from one round (a paired ratio). A
+    variant closes once it has `min_rounds` and either `max_rounds` or `budget_s` of wall time
+    spent on it and the reference in its rounds: with two variants that is the whole loop's
+    time, and a rung timed in a group of rungs gets the rounds it would get alone. The
+    reference runs while any other does. The order flips every round (A B C, C B A, ...) so
+    that no side always runs right after another's cache or clock state.
     """
     for v in variants:
         for _ in range(schedule.warmup):
             v.once(device, record=False)
-    t_start = time.perf_counter()
+    ref, others = variants[0], variants[1:]
+    spent = {id(v): 0.0 for v in variants}
+    open_ = list(others)
     rounds = 0
     while rounds < schedule.max_rounds:
-        order = variants if rounds % 2 == 0 else list(reversed(variants))
-        for v in order:
+        active = [ref] + open_
+        wall = {}
+        for v in (active if rounds % 2 == 0 else list(reversed(active))):
+            t0 = time.perf_counter()
             v.once(device, record=True)
+            wall[id(v)] = time.perf_counter() - t0
         rounds += 1
-        if rounds >= schedule.min_rounds and time.perf_counter() - t_start > schedule.budget_s:
+        spent[id(ref)] += wall[id(ref)]
+        for v in open_:
+            spent[id(v)] += wall[id(v)] + wall[id(ref)]
+        if rounds < schedule.min_rounds:
+            continue
+        open_ = [v for v in open_ if spent[id(v)] <= schedule.budget_s]
+        if not open_ and (others or spent[id(ref)] > schedule.budget_s):
             break
 
 
