@@ -58,6 +58,7 @@ def test_invalid_json_names_the_file(tmp_path):
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"]["latency_ms"].update(samples=[]), "latency_ms.samples"),
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"].update(min_speedup="fast"), "min_speedup"),
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"].update(host={"launch_us": 5.0, "share": 1.5}), "host"),
+    (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"].update(host={"launch_us": 5.0, "reference_share": -0.1}), "host"),
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"].update(host=[5.0]), "host"),
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"].update(host={"launch_us": 5.0, "other_cores": -1}), "host"),
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"]["counters"].update(graphs="one"), "counters"),
