@@ -182,6 +182,7 @@ def run_case(request, benchmark, mmgen):
     from workloads import baselines as bl
     from workloads.harness import NotApplicable, run_case as harness_run
     from workloads.measure.timing import REPLAY_CLOCK
+    from workloads.report import row
 
     config = request.config
 
@@ -213,7 +214,7 @@ def run_case(request, benchmark, mmgen):
         failures += bl.check_requirements(result, getattr(request.module, "REQUIREMENTS", []))
         if failures:
             gate = "FAIL"
-        request.node.user_properties.append(("mmgen_row", _row(result, gate)))
+        request.node.user_properties.append(("mmgen_row", row(result, gate)))
         if config.getoption("--case-log"):
             with open(config.getoption("--case-log"), "a") as fh:
                 fh.write(json.dumps({"gate": gate, "failures": failures, "result": result}, default=str) + "\n")
@@ -222,24 +223,6 @@ def run_case(request, benchmark, mmgen):
         return result
 
     return run
-
-
-def _row(result: dict, gate: str) -> dict:
-    sp = result.get("speedup")
-    roof = result.get("roofline")
-    return {
-        "case": result["case"],
-        "rounds": result["rounds"],
-        "e2e": result["latency_ms"]["median"],
-        "ttft": (result.get("ttft_ms") or {}).get("median"),
-        "tpot": (result.get("tpot_ms") or {}).get("median"),
-        "speedup": None if sp is None else (sp["median"], sp["ci"][0], sp["ci"][1]),
-        "roofline": None if roof is None else roof["fraction"],
-        "compile_s": result.get("compile_s"),
-        "peak_mb": (result.get("peak_memory") or {}).get("peak_mb"),
-        "gate": gate,
-        "modules": (result.get("modules_ms") or {}).get("lever" if sp is not None else "eager"),
-    }
 
 
 def pytest_runtest_logreport(report):
@@ -257,10 +240,13 @@ _ROWS: list[dict] = []
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not _ROWS:
         return
-    from workloads.report import modules_table, table
+    from workloads.report import ladder, modules_table, table
 
     terminalreporter.write_sep("=", "mmgen-perf cases")
     for line in table(_ROWS).splitlines():
+        terminalreporter.write_line(line)
+    terminalreporter.write_sep("-", "the ladder per input (ms, and x over eager timed beside it)")
+    for line in ladder(_ROWS).splitlines():
         terminalreporter.write_line(line)
     where = modules_table(_ROWS)
     if where:

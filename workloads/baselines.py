@@ -15,6 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import caselog
 from .measure.stats import ratio_of_medians, relative_spread, summarize
 
 SCHEMA = 1
@@ -384,22 +385,10 @@ def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
     against: only runs of the code that measured the entry (others are skipped, and said so),
     once each. A case with no entry, or whose counters differ from its entry's at the same code,
     is an error that names it; nothing is written then. Returns one line per run."""
-    results = []
-    for log in logs:
-        try:
-            lines = Path(log).read_text().splitlines()
-        except OSError as e:
-            raise BaselineError(f"case log {log}: cannot read it ({e.strerror})") from None
-        for n, line in enumerate(lines, 1):
-            try:
-                result = json.loads(line)["result"]
-                ok = all(isinstance(result.get(k), dict) for k in ("latency_ms", "provenance")) and "case" in result
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                ok = False
-            if not ok:
-                raise BaselineError(f"case log {log}, line {n}: not a case-log record (a JSON object whose "
-                                    f"'result' has a case, latency_ms and provenance)")
-            results.append((f"{log}:{n}", result))
+    try:
+        results = [(where, record["result"]) for where, record in caselog.read(logs)]
+    except caselog.CaseLogError as e:
+        raise BaselineError(str(e)) from None
     plan, skipped = [], []
     for where, result in results:
         cid = str(result.get("case"))

@@ -6,6 +6,63 @@ def _f(x, fmt="{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def row(result: dict, gate: str) -> dict:
+    """A case's line in the summaries, from its result and its gate verdict."""
+    sp = result.get("speedup")
+    roof = result.get("roofline")
+    return {
+        "case": result["case"],
+        "lever": result.get("lever"),
+        "rounds": result["rounds"],
+        "e2e": result["latency_ms"]["median"],
+        "ttft": (result.get("ttft_ms") or {}).get("median"),
+        "tpot": (result.get("tpot_ms") or {}).get("median"),
+        "speedup": None if sp is None else (sp["median"], sp["ci"][0], sp["ci"][1]),
+        "roofline": None if roof is None else roof["fraction"],
+        "compile_s": result.get("compile_s"),
+        "peak_mb": (result.get("peak_memory") or {}).get("peak_mb"),
+        "gate": gate,
+        "modules": (result.get("modules_ms") or {}).get("lever" if sp is not None else "eager"),
+    }
+
+
+def _grid(head: list[str], body: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        return "\n".join("| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *body])
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
+    return "\n".join(lines)
+
+
+def ladder(rows: list[dict], markdown: bool = False) -> str:
+    """One line per input (model, task, scale, batch), one column per lever: its end-to-end ms
+    and its speedup over the eager rounds timed beside it, marked where its gate failed."""
+    inputs: dict[tuple, dict] = {}
+    levers: list[str] = []
+    for r in rows:
+        parts = r["case"].split("/")                # model/task/lever/scale/bs<batch>
+        lever = r.get("lever") or parts[2]
+        key = (parts[0], parts[1], parts[3], parts[4].removeprefix("bs"))
+        inputs.setdefault(key, {})[lever] = r
+        if lever not in levers:
+            levers.append(lever)
+    head = ["model", "task", "scale", "bs", *(f"{lv} ms" + ("" if lv == "eager" else " (x)") for lv in levers)]
+    body = []
+    for key, by_lever in inputs.items():
+        cells = []
+        for lv in levers:
+            r = by_lever.get(lv)
+            if r is None:
+                cells.append("-")
+                continue
+            sp = r.get("speedup")
+            cell = f"{r['e2e']:.1f}" + ("" if sp is None else f" ({sp[0]:.2f}x)")
+            cells.append(cell + (" FAIL" if r["gate"] == "FAIL" else ""))
+        body.append([*key, *cells])
+    return _grid(head, body, markdown) if body else ""
+
+
 def table(rows: list[dict]) -> str:
     """One line per case: latency, time to first token, time per output token, speedup over
     eager with its 95% interval, roofline fraction, compile time, peak memory, gate verdict."""
@@ -18,11 +75,7 @@ def table(rows: list[dict]) -> str:
             "-" if sp is None else f"{sp[0]:.2f}x [{sp[1]:.2f}, {sp[2]:.2f}]",
             _f(r.get("roofline"), "{:.0%}"), _f(r.get("compile_s"), "{:.1f}"), _f(r.get("peak_mb"), "{:.0f}"), r["gate"],
         ])
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
-    return "\n".join(lines)
+    return _grid(head, body, markdown=False)
 
 
 # Pipeline order of the spans engines record; a span not listed here goes after these.
@@ -47,9 +100,4 @@ def modules_table(rows: list[dict]) -> str:
         m = r["modules"]
         body.append([r["case"], *(_f(m.get(c), "{:.1f}") for c in columns), _f(m.get("total"), "{:.1f}"),
                      *(_f(m.get(k), "{:.0%}") for k in shares)])
-    if not body:
-        return ""
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
-    return "\n".join(lines)
+    return _grid(head, body, markdown=False) if body else ""

@@ -1,0 +1,50 @@
+"""The summaries: the ladder per input, and rendering a run's case logs after the fact."""
+import json
+
+from workloads import report
+from workloads.report.__main__ import main
+
+from .test_baselines import make_result
+
+
+def record(case, median, speedup=None, gate="pass"):
+    r = make_result(case, samples=(median,), speedup=speedup) | {"lever": case.split("/")[2], "rounds": 1}
+    return {"gate": gate, "failures": [], "result": r}
+
+
+LOG = [
+    record("hstu-paper/H-A/eager/paper/bs1", 25.3),
+    record("hstu-paper/H-A/fused/paper/bs1", 6.7, (4.65, 4.5, 4.8)),
+    record("hstu-paper/H-A/eager/paper/bs32", 354.4),
+    record("hstu-paper/H-A/fused/paper/bs32", 37.3, (10.29, 10.1, 10.4), gate="FAIL"),
+    record("hstu-paper/H-A/cuda_graph/paper/bs32", 31.0, (13.97, 13.9, 14.1)),
+]
+
+
+def test_the_ladder_has_a_line_per_input_and_a_column_per_lever():
+    rows = [report.row(r["result"], r["gate"]) for r in LOG]
+    lines = report.ladder(rows, markdown=True).splitlines()
+    assert lines[0] == "| model | task | scale | bs | eager ms | fused ms (x) | cuda_graph ms (x) |"
+    assert lines[2] == "| hstu-paper | H-A | paper | 1 | 25.3 | 6.7 (4.65x) | - |"
+    assert lines[3] == "| hstu-paper | H-A | paper | 32 | 354.4 | 37.3 (10.29x) FAIL | 31.0 (13.97x) |"
+
+
+def test_case_logs_render_after_the_run_with_the_latest_record_of_a_case(tmp_path, capsys):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in LOG))
+    second.write_text(json.dumps(record("hstu-paper/H-A/fused/paper/bs1", 5.9, (5.0, 4.9, 5.1))) + "\n")
+    assert main([str(first), str(second), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| hstu-paper | H-A | paper | 1 | 25.3 | 5.9 (5.00x) | - |" in out
+    assert main([str(first)]) == 0
+    out = capsys.readouterr().out
+    assert "== cases" in out and "== the ladder per input" in out and "hstu-paper/H-A/cuda_graph/paper/bs32" in out
+
+
+def test_a_bad_case_log_is_an_error_naming_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(LOG[0]) + "\nnot json\n")
+    assert main([str(bad)]) == 2
+    assert f"error: case log {bad}, line 2: not a case-log record" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: cannot read it" in capsys.readouterr().out
