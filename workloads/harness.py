@@ -155,6 +155,8 @@ class _Rung:
     runner: object
     setup: dict
     variant: Variant | None = None   # None: the eager case, whose variant is the reference's
+    memory: dict | None = None       # the peak of its warm-up round
+    modules: dict | None = None      # where its time went in its instrumented round
 
 
 def run_case(case: Case, session: Session) -> dict:
@@ -200,7 +202,7 @@ def _run_group(group: list[Case], session: Session) -> dict:
     # Warm-up rounds double as the peak-memory measurement of each side, a rung's right after its
     # own setup; an eager reference this session already ran is warm, and its peak is the one
     # measured then.
-    memory = {id(eager): cached["memory"] if cached else peak_memory(lambda: eager.once(device, record=False), device)}
+    eager_memory = cached["memory"] if cached else peak_memory(lambda: eager.once(device, record=False), device)
     results: dict = {}
     rungs: list[_Rung] = []
     for c in group:
@@ -213,7 +215,7 @@ def _run_group(group: list[Case], session: Session) -> dict:
                 continue
             runner = wl.runner(model, batch, p, decoders)
             rung = _Rung(c, p, runner, _setup(runner, device), Variant(c.lever, runner.run, runner.prepare))
-            memory[id(rung.variant)] = peak_memory(lambda v=rung.variant: v.once(device, record=False), device)
+            rung.memory = peak_memory(lambda v=rung.variant: v.once(device, record=False), device)
             rungs.append(rung)
         except Exception as e:   # the case's own test reports it; the group goes on without it
             if c is first:
@@ -223,14 +225,19 @@ def _run_group(group: list[Case], session: Session) -> dict:
     variants = [eager] + [r.variant for r in rungs if r.variant is not None]
     with md.OtherLoad() as others:
         interleave(variants, device, replace(SCHEDULES[device.type], warmup=0))   # warmed up above
-    modules = {id(v): cached["modules"] if cached and v is eager else
-               breakdown.modules(v.once(device, record=False, spans=True), share=wl.share_spans) for v in variants}
-    session.reference[ref_key] = {"memory": memory[id(eager)], "modules": modules[id(eager)],
+
+    def instrumented(v):
+        return breakdown.modules(v.once(device, record=False, spans=True), share=wl.share_spans)
+
+    session.reference[ref_key] = {"memory": eager_memory, "modules": cached["modules"] if cached else instrumented(eager),
                                   "share": (cached or {}).get("share")}
+    for r in rungs:
+        if r.variant is not None:
+            r.modules = instrumented(r.variant)
     # The eager case's figures first: its host share is every lever's reference share.
     for r in sorted(rungs, key=lambda r: r.variant is not None):
         try:
-            results[r.case.id] = _result(r, ref, eager, memory, modules, others, model, batch, wl, session)
+            results[r.case.id] = _result(r, ref, eager, others, model, batch, wl, session)
         except Exception as e:
             if r.case is first:
                 raise
@@ -238,12 +245,12 @@ def _run_group(group: list[Case], session: Session) -> dict:
     return results
 
 
-def _result(rung: _Rung, ref, eager: Variant, memory: dict, modules: dict, others, model, batch, wl,
-            session: Session) -> dict:
+def _result(rung: _Rung, ref, eager: Variant, others, model, batch, wl, session: Session) -> dict:
     device, case, plan, lever, setup = session.device, rung.case, rung.plan, rung.runner, rung.setup
     is_reference = rung.variant is None
     ours = eager if is_reference else rung.variant
     ref_key = _ref_key(case)
+    reference = session.reference[ref_key]   # the eager side's memory, modules and host share
     n = batch.new_tokens
     e2e = ours.series("end")
     # The reference's rounds that this rung shared: its i-th sample pairs with eager's i-th.
@@ -266,14 +273,14 @@ def _result(rung: _Rung, ref, eager: Variant, memory: dict, modules: dict, other
         "tpot_ms": _summ(tpot, 2) if autoregressive else None,
         "reference_latency_ms": _summ(ref_e2e, 3),
         "speedup": None if is_reference else ratio_of_medians(ref_e2e, e2e, paired=True).as_dict(),
-        "peak_memory": memory[id(ours)],
-        "reference_peak_memory": memory[id(eager)],
+        "peak_memory": reference["memory"] if is_reference else rung.memory,
+        "reference_peak_memory": reference["memory"],
         "compile_s": setup.get("compile_s"),
         "capture_s": setup.get("capture_s"),
         "vocoder_setup_s": setup.get("vocoder_setup_s"),
         "agreement": None if is_reference else _agreement([eager, ours]),
     }
-    sides = {"eager": modules[id(eager)]} | ({} if is_reference else {"lever": modules[id(ours)]})
+    sides = {"eager": reference["modules"]} | ({} if is_reference else {"lever": rung.modules})
     if any(sides.values()):
         result["modules_ms"] = sides
         if not is_reference:
@@ -298,15 +305,14 @@ def _result(rung: _Rung, ref, eager: Variant, memory: dict, modules: dict, other
     # at the session's start had seen the host 17% slower.
     result["host"] = {"launch_us": md.launch_overhead_us(device), "share": share, "other_cores": others.cores}
     if is_reference:
-        session.reference[ref_key]["share"] = share
+        reference["share"] = share
     elif share is not None:
         # The reference's own host-bound share sets how far a faster host lowers the speedup
         # (baselines.speedup_allowance); measured once per reference and session.
-        if session.reference[ref_key].get("share") is None:
-            session.reference[ref_key]["share"] = _kernels(
-                ref, n, device, result["reference_latency_ms"]["median"],
-                _summ(_tpot(eager, n), 2) if autoregressive else None)[1]
-        result["host"]["reference_share"] = session.reference[ref_key]["share"]
+        if reference.get("share") is None:
+            reference["share"] = _kernels(ref, n, device, result["reference_latency_ms"]["median"],
+                                          _summ(_tpot(eager, n), 2) if autoregressive else None)[1]
+        result["host"]["reference_share"] = reference["share"]
     if device.type == "cuda":
         if autoregressive:
             med_tpot_s = result["tpot_ms"]["median"] / 1e3

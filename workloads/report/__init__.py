@@ -12,7 +12,6 @@ def row(result: dict, gate: str) -> dict:
     roof = result.get("roofline")
     return {
         "case": result["case"],
-        "lever": result.get("lever"),
         "rounds": result["rounds"],
         "e2e": result["latency_ms"]["median"],
         "ttft": (result.get("ttft_ms") or {}).get("median"),
@@ -41,9 +40,8 @@ def ladder(rows: list[dict], markdown: bool = False) -> str:
     inputs: dict[tuple, dict] = {}
     levers: list[str] = []
     for r in rows:
-        parts = r["case"].split("/")                # model/task/lever/scale/bs<batch>
-        lever = r.get("lever") or parts[2]
-        key = (parts[0], parts[1], parts[3], parts[4].removeprefix("bs"))
+        model, task, lever, scale, bs = r["case"].split("/")
+        key = (model, task, scale, bs.removeprefix("bs"))
         inputs.setdefault(key, {})[lever] = r
         if lever not in levers:
             levers.append(lever)
