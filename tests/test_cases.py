@@ -56,3 +56,54 @@ def test_auto_scale():
     assert resolve_scale("auto", CPU) == "tiny"
     assert resolve_scale("auto", torch.device("cuda")) == "paper"
     assert resolve_scale("small", CPU) == "small"
+
+
+def _imports(path, root):
+    """The suite's own files that a source file imports (paths from the root)."""
+    import ast
+    from pathlib import Path
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = path.relative_to(root).parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            mod = base.joinpath(*node.module.split(".")) if node.module else base
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "workloads":
+            mod = Path(*node.module.split("."))
+        elif isinstance(node, ast.Import):
+            found |= {f"{a.name.replace('.', '/')}.py" for a in node.names if a.name.startswith("workloads")}
+            continue
+        else:
+            continue
+        for m in [mod] + [mod / a.name for a in node.names]:
+            for f in (m.with_suffix(".py"), m / "__init__.py"):
+                if (root / f).is_file():
+                    found.add(f.as_posix())
+    return found
+
+
+def test_a_workloads_own_files_are_run_by_it_alone():
+    # The source fingerprint of a case leaves out other workloads' own files; that is sound
+    # only if nothing it runs imports them. The registry and the lever table import every
+    # workload's code to name it, and a case runs only its own workload's entries.
+    from pathlib import Path
+
+    from workloads.measure.device import _SOURCE_GLOBS
+    from workloads.registry import WORKLOADS, foreign_sources
+
+    root = Path(__file__).resolve().parents[1]
+    owned = {name: set(wl.sources) for name, wl in WORKLOADS.items()}
+    for name, files in owned.items():
+        assert files, f"{name} names no files of its own"
+        missing = [f for f in files if not (root / f).is_file()]
+        assert not missing, f"{name} names files that do not exist: {missing}"
+        for other, theirs in owned.items():
+            assert other == name or not files & theirs, f"{name} and {other} both claim {files & theirs}"
+    every = {f.relative_to(root).as_posix() for g in _SOURCE_GLOBS for f in root.glob(g) if f.is_file()}
+    common = every - set().union(*owned.values()) - {"workloads/registry.py", "workloads/levers/__init__.py"}
+    for name, files in owned.items():
+        for f in sorted(common | files):
+            reached = _imports(root / f, root) & foreign_sources(name)
+            assert not reached, f"{f}, which {name}'s cases run, imports other workloads' files {sorted(reached)}"

@@ -89,3 +89,24 @@ def test_source_fingerprint_names_the_code_not_the_checkout(tmp_path):
     (tmp_path / "workloads/x.py").write_text("b = 3\n")
     assert source_fingerprint(str(tmp_path)) != first
     source_fingerprint.cache_clear()
+
+
+def test_source_fingerprint_leaves_out_other_workloads_files(tmp_path):
+    from workloads.measure.device import source_fingerprint
+
+    for rel in ("workloads/harness.py", "workloads/models/a.py", "workloads/models/b.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    of_a = frozenset({"workloads/models/b.py"})   # what workload a's cases leave out
+    first = source_fingerprint(str(tmp_path), of_a)
+    source_fingerprint.cache_clear()
+    (tmp_path / "workloads/models/b.py").write_text("x = 2\n")
+    assert source_fingerprint(str(tmp_path), of_a) == first     # b's model is not a's code
+    source_fingerprint.cache_clear()
+    (tmp_path / "workloads/models/a.py").write_text("x = 2\n")
+    second = source_fingerprint(str(tmp_path), of_a)
+    assert second != first                                      # a's own model is
+    source_fingerprint.cache_clear()
+    (tmp_path / "workloads/harness.py").write_text("x = 2\n")
+    assert source_fingerprint(str(tmp_path), of_a) != second    # and so is the common code
+    source_fingerprint.cache_clear()

@@ -20,7 +20,7 @@ from .measure.memory import peak_memory
 from .measure.roofline import roofline
 from .measure.stats import ratio_of_medians, summarize
 from .measure.timing import Schedule, Variant, interleave, release_compile_workers, wall_seconds
-from .registry import WORKLOADS
+from .registry import WORKLOADS, foreign_sources
 
 
 class NotApplicable(Exception):
@@ -318,7 +318,7 @@ def _result(rung: _Rung, ref, eager: Variant, others, model, batch, wl, session:
             med_tpot_s = result["tpot_ms"]["median"] / 1e3
             result["roofline"] = roofline(wl.decode_bytes(model, batch), med_tpot_s, session.bandwidth())
         result["gpu_state"] = md.gpu_state(device)
-    result["provenance"] = md.provenance(device)
+    result["provenance"] = md.provenance(device, exclude=foreign_sources(case.workload))
     return result
 
 

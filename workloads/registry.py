@@ -54,6 +54,7 @@ class CausalLMWorkload(_Family):
     compile_tuning: bool = True   # the decode step is nearly all of the run: autotune it
     module_groups: dict = field(default_factory=dict)   # one module: the breakdown has nothing to group
     share_spans: tuple | None = None
+    sources: tuple[str, ...] = ()   # see `foreign_sources`
 
     def supports_for(self, task: str) -> frozenset[str]:
         return self.supports
@@ -139,6 +140,11 @@ class TranslationWorkload(_Family):
     # reorder, + vocoder compile, + vocoder CUDA graph; each on top of the last.
     ladder: tuple[str, ...] = ("eager", "compile", "cuda_graph", "kv_reorder", "vocoder_compile", "vocoder_cuda_graph")
     pr_levers: tuple[str, ...] = ("eager", "kv_reorder", "vocoder_cuda_graph")   # top of each task's ladder
+    sources: tuple[str, ...] = (   # see `foreign_sources`
+        "workloads/models/seamless.py", "workloads/tasks/speech.py", "workloads/engine/translate.py",
+        "workloads/engine/beam_decode.py", "workloads/levers/kv_reorder.py", "workloads/levers/vocoder.py",
+        "perf_tests/test_seamless.py",
+    )
     # The text decoder is ~15% of an optimized run (1 ms a step): coordinate-descent tuning
     # would add minutes of compile to the pull-request gate for a few milliseconds.
     compile_tuning: bool = False
@@ -270,6 +276,11 @@ class RecommenderWorkload(_Family):
     # bias; torch.compile and CUDA graphs on top of the best of them.
     ladder: tuple[str, ...] = ("eager", "memory_efficient", "fused", "compile", "cuda_graph")
     pr_levers: tuple[str, ...] = ("eager", "fused", "cuda_graph")
+    sources: tuple[str, ...] = (   # see `foreign_sources`
+        "workloads/models/hstu.py", "workloads/tasks/history.py", "workloads/engine/hstu_attention.py",
+        "workloads/engine/hstu_triton.py", "workloads/engine/recommend.py", "workloads/levers/hstu_attention.py",
+        "perf_tests/test_hstu.py",
+    )
     compile_tuning: bool = False   # the fused kernel is ours, not inductor's: tuning would tune only the dense layers
     module_groups: dict = field(default_factory=lambda: {
         "attention": ("attention",), "dense": ("dense",), "embedding": ("embedding",), "heads": ("heads",),
@@ -335,6 +346,10 @@ class ChameleonWorkload(CausalLMWorkload):
     # One rung per task gates pull requests: at 7B the T-I reference alone (1024 guided eager
     # steps) takes tens of seconds a round.
     pr_levers: tuple[str, ...] = ("cuda_graph",)
+    sources: tuple[str, ...] = (   # see `foreign_sources`
+        "workloads/models/chameleon.py", "workloads/tasks/image.py", "workloads/engine/cfg.py",
+        "perf_tests/test_chameleon.py",
+    )
     # The phases the issue asks for, from the spans the engines time them by.
     module_groups: dict = field(default_factory=lambda: {
         "prefill": ("prefill",), "decode": ("decode",), "detokenize": ("detokenize",),
@@ -417,8 +432,17 @@ class ChameleonWorkload(CausalLMWorkload):
 WORKLOADS = {
     "llama": CausalLMWorkload(
         "llama", llama, tasks={"T-T": text.HUMANEVAL}, table_iii_batch=4,
+        sources=("workloads/models/llama.py", "perf_tests/test_llama.py"),
     ),
     "seamless": TranslationWorkload(),
     "hstu": RecommenderWorkload(),
     "chameleon": ChameleonWorkload(),
 }
+
+
+def foreign_sources(workload: str) -> frozenset[str]:
+    """The files other workloads name as their own (`sources`: paths from the repository root,
+    files only that workload runs). A case's source fingerprint leaves them out, so an edit to
+    one workload's model or engine starts no other workload's baselines afresh; everything
+    else (harness, measurement, common engines, levers' base, this registry) counts for all."""
+    return frozenset(f for name, wl in WORKLOADS.items() if name != workload for f in wl.sources)

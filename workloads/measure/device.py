@@ -119,20 +119,25 @@ def _git_commit() -> tuple[str, bool | None]:
 _SOURCE_GLOBS = ("conftest.py", "perf_tests/*.py", "workloads/**/*.py")
 
 
-@lru_cache(maxsize=4)
-def source_fingerprint(root: str | None = None) -> str:
+@lru_cache(maxsize=16)
+def source_fingerprint(root: str | None = None, exclude: frozenset[str] = frozenset()) -> str:
     """A hash of the suite's own source files (paths and contents): names the code that ran
-    where the commit cannot (a tree shipped with a stale .git, uncommitted edits)."""
+    where the commit cannot (a tree shipped with a stale .git, uncommitted edits). `exclude`
+    names files (paths from the root) the case never runs: other workloads' own files."""
     base = Path(root) if root else Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     files = sorted({f for g in _SOURCE_GLOBS for f in base.glob(g) if f.is_file()})
     for f in files:
-        h.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        rel = f.relative_to(base).as_posix()
+        if rel in exclude:
+            continue
+        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
-def provenance(device: torch.device | str) -> dict:
-    """Where a number came from: code, libraries, hardware, time."""
+def provenance(device: torch.device | str, exclude: frozenset[str] = frozenset()) -> dict:
+    """Where a number came from: code (the source fingerprint leaves out `exclude`), libraries,
+    hardware, time."""
     import transformers
 
     device = torch.device(device)
@@ -140,7 +145,7 @@ def provenance(device: torch.device | str) -> dict:
     prov = {
         "commit": commit,
         "dirty": dirty,
-        "source": source_fingerprint(),
+        "source": source_fingerprint(None, frozenset(exclude)),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cuda": torch.version.cuda,
