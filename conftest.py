@@ -240,7 +240,7 @@ _ROWS: list[dict] = []
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not _ROWS:
         return
-    from workloads.report import ladder, modules_table, table
+    from workloads.report import counters_table, ladder, modules_table, table
 
     terminalreporter.write_sep("=", "mmgen-perf cases")
     for line in table(_ROWS).splitlines():
@@ -248,8 +248,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_sep("-", "the ladder per input (ms, and x over eager timed beside it)")
     for line in ladder(_ROWS).splitlines():
         terminalreporter.write_line(line)
-    where = modules_table(_ROWS)
-    if where:
-        terminalreporter.write_sep("-", "where the time goes (ms per module, one instrumented round)")
-        for line in where.splitlines():
-            terminalreporter.write_line(line)
+    for title, text in (("where the time goes (ms per module, one instrumented round)", modules_table(_ROWS)),
+                        ("counters, host-bound share, module speedups over eager", counters_table(_ROWS))):
+        if text:
+            terminalreporter.write_sep("-", title)
+            for line in text.splitlines():
+                terminalreporter.write_line(line)

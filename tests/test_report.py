@@ -36,6 +36,7 @@ def test_case_logs_render_after_the_run_with_the_latest_record_of_a_case(tmp_pat
     assert main([str(first), str(second), "--markdown"]) == 0
     out = capsys.readouterr().out
     assert "| hstu-paper | H-A | paper | 1 | 25.3 | 5.9 (5.00x) | - |" in out
+    assert "### cases" in out and "| hstu-paper/H-A/fused/paper/bs32 | 1 | 37.30 |" in out   # every table, Markdown
     assert main([str(first)]) == 0
     out = capsys.readouterr().out
     assert "== cases" in out and "== the ladder per input" in out and "hstu-paper/H-A/cuda_graph/paper/bs32" in out
@@ -48,3 +49,21 @@ def test_a_bad_case_log_is_an_error_naming_file_and_line(tmp_path, capsys):
     assert f"error: case log {bad}, line 2: not a case-log record" in capsys.readouterr().out
     assert main([str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: cannot read it" in capsys.readouterr().out
+
+
+def test_the_counters_table_shows_what_the_host_and_compiler_did():
+    eager = record("chameleon-7b/T-I/eager/paper/bs1", 32273.0)
+    eager["result"] |= {"counters": {"kernels_per_step": 1904.0, "launches_per_step": 1895.0, "recompiles": 0},
+                        "host": {"share": 0.775}}
+    graph = record("chameleon-7b/T-I/cuda_graph/paper/bs1", 5796.2, (5.57, 4.92, 5.68))
+    graph["result"] |= {"counters": {"kernels_per_step": 697.0, "launches_per_step": 1.0, "graphs": 1,
+                                     "graph_breaks": 0, "recompiles": 0},
+                        "host": {"share": 0.057}, "module_speedup": {"decode": 6.132, "detokenize": 1.098}}
+    rows = [report.row(r["result"], r["gate"]) for r in (eager, graph)]
+    lines = report.counters_table(rows, markdown=True).splitlines()
+    assert lines[0] == ("| case | kernels/step | launches/step | graphs | graph breaks | recompiles | host-bound "
+                        "| decode x | detokenize x |")
+    assert lines[2] == "| chameleon-7b/T-I/eager/paper/bs1 | 1904 | 1895 | - | - | 0 | 78% | - | - |"
+    assert lines[3] == "| chameleon-7b/T-I/cuda_graph/paper/bs1 | 697 | 1 | 1 | 0 | 0 | 6% | 6.1 | 1.1 |"
+    bare = record("x/T/eager/tiny/bs1", 1.0)["result"] | {"counters": {}}
+    assert report.counters_table([report.row(bare, "pass")]) == ""   # nothing counted: no table

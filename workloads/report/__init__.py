@@ -22,6 +22,9 @@ def row(result: dict, gate: str) -> dict:
         "peak_mb": (result.get("peak_memory") or {}).get("peak_mb"),
         "gate": gate,
         "modules": (result.get("modules_ms") or {}).get("lever" if sp is not None else "eager"),
+        "counters": result.get("counters") or {},
+        "host_share": (result.get("host") or {}).get("share"),
+        "module_speedup": result.get("module_speedup") or {},
     }
 
 
@@ -61,7 +64,7 @@ def ladder(rows: list[dict], markdown: bool = False) -> str:
     return _grid(head, body, markdown) if body else ""
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], markdown: bool = False) -> str:
     """One line per case: latency, time to first token, time per output token, speedup over
     eager with its 95% interval, roofline fraction, compile time, peak memory, gate verdict."""
     head = ["case", "n", "e2e ms", "TTFT ms", "TPOT ms", "speedup [95% CI]", "roofline", "compile s", "peak MiB", "gate"]
@@ -73,7 +76,7 @@ def table(rows: list[dict]) -> str:
             "-" if sp is None else f"{sp[0]:.2f}x [{sp[1]:.2f}, {sp[2]:.2f}]",
             _f(r.get("roofline"), "{:.0%}"), _f(r.get("compile_s"), "{:.1f}"), _f(r.get("peak_mb"), "{:.0f}"), r["gate"],
         ])
-    return _grid(head, body, markdown=False)
+    return _grid(head, body, markdown)
 
 
 # Pipeline order of the spans engines record; a span not listed here goes after these.
@@ -83,7 +86,7 @@ _MODULE_ORDER = ("encoder", "prefill", "decoder.prefill", "decode", "decoder.ste
 _SHARES = {"kv_reorder_share": "reorder share", "attention_share": "attention share"}
 
 
-def modules_table(rows: list[dict]) -> str:
+def modules_table(rows: list[dict], markdown: bool = False) -> str:
     """Where the time goes: ms per module in one instrumented round of each case's lever side
     (eager's own rows for the eager case), and one module's share of its phase where a row has
     one. Columns are the modules the rows have."""
@@ -98,4 +101,28 @@ def modules_table(rows: list[dict]) -> str:
         m = r["modules"]
         body.append([r["case"], *(_f(m.get(c), "{:.1f}") for c in columns), _f(m.get("total"), "{:.1f}"),
                      *(_f(m.get(k), "{:.0%}") for k in shares)])
-    return _grid(head, body, markdown=False) if body else ""
+    return _grid(head, body, markdown) if body else ""
+
+
+# Counters as the harness names them: per decode step where the case decodes, else per run.
+_COUNTS = (("kernels_per_step", "kernels/step"), ("launches_per_step", "launches/step"),
+           ("kernels_per_run", "kernels/run"), ("launches_per_run", "launches/run"),
+           ("graphs", "graphs"), ("graph_breaks", "graph breaks"), ("recompiles", "recompiles"))
+
+
+def counters_table(rows: list[dict], markdown: bool = False) -> str:
+    """What the host and the compiler did: kernels and host launches (per decode step, or per
+    run), compiled graphs, graph breaks, recompiles in the timed rounds, the share of the wall
+    time the GPU sat idle (host-bound), and each module group's speedup over eager in the
+    instrumented rounds. Columns are the counters and groups the rows have."""
+    counts = [(k, h) for k, h in _COUNTS if any(k in r.get("counters", {}) for r in rows)]
+    groups = list(dict.fromkeys(g for r in rows for g in r.get("module_speedup", {})))
+    if not counts and not groups and all(r.get("host_share") is None for r in rows):
+        return ""
+    head = ["case", *(h for _, h in counts), "host-bound", *(f"{g} x" for g in groups)]
+    body = []
+    for r in rows:
+        c, ms = r.get("counters", {}), r.get("module_speedup", {})
+        body.append([r["case"], *(_f(c.get(k), "{:g}") for k, _ in counts), _f(r.get("host_share"), "{:.0%}"),
+                     *(_f(ms.get(g), "{:.1f}") for g in groups)])
+    return _grid(head, body, markdown)

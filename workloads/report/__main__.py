@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import caselog
-from . import ladder, modules_table, row, table
+from . import counters_table, ladder, modules_table, row, table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Render case logs (--case-log) as the run's tables: the cases, "
                                              "the ladder per input, where the time goes.")
     ap.add_argument("logs", nargs="+", metavar="CASE_LOG")
-    ap.add_argument("--markdown", action="store_true", help="the ladder as a Markdown table")
+    ap.add_argument("--markdown", action="store_true", help="Markdown tables, each under a heading")
     args = ap.parse_args(argv)
     try:
         records = caselog.read(args.logs)
@@ -21,13 +21,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # A case logged again (a rerun, a later log) shows its latest record.
     rows = list({r["result"]["case"]: row(r["result"], r.get("gate", "-")) for _, r in records}.values())
-    if args.markdown:
-        print(ladder(rows, markdown=True))
-        return 0
-    for title, text in (("cases", table(rows)), ("the ladder per input (ms, and x over eager timed beside it)", ladder(rows)),
-                        ("where the time goes (ms per module, one instrumented round)", modules_table(rows))):
+    md = args.markdown
+    for title, text in (("the ladder per input (ms, and x over eager timed beside it)", ladder(rows, md)),
+                        ("cases", table(rows, md)),
+                        ("where the time goes (ms per module, one instrumented round)", modules_table(rows, md)),
+                        ("counters, host-bound share, module speedups over eager", counters_table(rows, md))):
         if text:
-            print(f"== {title}\n{text}\n")
+            print(f"### {title}\n\n{text}\n" if md else f"== {title}\n{text}\n")
     return 0
 
 
