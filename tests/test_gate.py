@@ -123,6 +123,24 @@ def test_a_failure_says_when_other_processes_kept_the_host_busy():
     assert "other processes" not in msg
 
 
+def test_a_host_bound_failure_says_when_its_thread_was_held_off_the_cpu():
+    """A host-bound case runs at the pace its timing thread gets the CPU: the message says the
+    share of its rounds' wall time the thread was on a CPU (beside the baseline's) where that
+    fell below 90%, and how long the CPU quota throttled the process; a GPU-bound case, whose
+    thread waits on the GPU, gets no such note."""
+    base = bl.entry_from_result(make_result(CASE, samples=noisy(250.0, seed=1))
+                                | {"host": {"share": 0.8, "on_cpu": 0.99, "throttled_ms": 0.0}})
+    held = make_result(CASE, samples=noisy(400.0, seed=2)) | {"host": {"share": 0.8, "on_cpu": 0.55, "throttled_ms": 812.0}}
+    (msg,) = bl.check(held, base, path=PATH, timing=True)
+    assert "its timing thread was on a CPU for 55% of its rounds' wall time (the baseline's: 99%)" in msg
+    assert "held it off the CPU for 812 ms" in msg
+    ran = make_result(CASE, samples=noisy(400.0, seed=2)) | {"host": {"share": 0.8, "on_cpu": 0.97, "throttled_ms": 0.0}}
+    gpu_bound = make_result(CASE, samples=noisy(400.0, seed=2)) | {"host": {"share": 0.05, "on_cpu": 0.4}}
+    for r in (ran, gpu_bound):
+        (msg,) = bl.check(r, base, path=PATH, timing=True)
+        assert "timing thread" not in msg and "quota" not in msg
+
+
 def test_baselines_without_a_host_figure_gate_as_before():
     base = entry(noisy(250.0, seed=1))
     assert "host" not in base

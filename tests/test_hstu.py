@@ -444,6 +444,7 @@ def test_each_case_probes_its_host(monkeypatch):
              for lever in ("eager", "memory_efficient")]
     assert [h["launch_us"] for h in hosts] == [10.0, 25.0]
     assert all(h["other_cores"] >= 0 for h in hosts)   # other processes' load during the rounds
+    assert all(0 < h["on_cpu"] <= 1 for h in hosts)    # the timing thread's time on a CPU
 
 
 def test_a_lever_case_records_its_eager_references_host_share(monkeypatch):
@@ -467,7 +468,8 @@ def test_a_lever_case_records_its_eager_references_host_share(monkeypatch):
         return r["host"], len(counted)
 
     session = harness.Session(CPU)
-    assert case("eager", session) == ({"launch_us": ANY, "share": 1.0, "other_cores": ANY}, 1)
+    assert case("eager", session) == ({"launch_us": ANY, "share": 1.0, "other_cores": ANY, "on_cpu": ANY,
+                                       "throttled_ms": ANY}, 1)
     host, n = case("memory_efficient", session)
     assert host["reference_share"] == 1.0 and n == 1            # the eager case's figure
     host, n = case("memory_efficient", harness.Session(CPU))

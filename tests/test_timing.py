@@ -110,3 +110,19 @@ def test_source_fingerprint_leaves_out_other_workloads_files(tmp_path):
     (tmp_path / "workloads/harness.py").write_text("x = 2\n")
     assert source_fingerprint(str(tmp_path), of_a) != second    # and so is the common code
     source_fingerprint.cache_clear()
+
+
+def test_a_round_records_how_much_of_it_the_thread_spent_on_a_cpu():
+    import time as _time
+
+    def spin(sw):
+        t = _time.perf_counter()
+        while _time.perf_counter() - t < 0.03:
+            pass
+
+    asleep, busy = Variant("asleep", lambda sw: _time.sleep(0.03)), Variant("busy", spin)
+    for v in (asleep, busy):
+        v.once("cpu", record=False)
+        assert v.on_cpu == []                      # warm-up and instrumented rounds are not timed rounds
+        v.once("cpu", record=True)
+    assert asleep.on_cpu[0] < 0.5 < busy.on_cpu[0] <= 1.0

@@ -72,10 +72,10 @@ def _check_interval(where: str, d, *, samples: bool) -> None:
 def _host_ok(host) -> bool:
     if not isinstance(host, dict):
         return False
-    lu, other = host.get("launch_us"), host.get("other_cores")
-    shares = (host.get("share"), host.get("reference_share"))
-    return ((lu is None or (_num(lu) and lu > 0)) and all(x is None or (_num(x) and 0 <= x <= 1) for x in shares)
-            and (other is None or (_num(other) and other >= 0)))
+    lu, other, throttled = host.get("launch_us"), host.get("other_cores"), host.get("throttled_ms")
+    fractions = (host.get("share"), host.get("reference_share"), host.get("on_cpu"))
+    return ((lu is None or (_num(lu) and lu > 0)) and all(x is None or (_num(x) and 0 <= x <= 1) for x in fractions)
+            and all(x is None or (_num(x) and x >= 0) for x in (other, throttled)))
 
 
 def validate(data, path: Path, *, device_class: str | None = None, scale: str | None = None) -> dict:
@@ -181,14 +181,25 @@ def check(result: dict, entry: dict, *, path: str | Path, timing: bool,
 
 
 def _busy_note(now: dict | None, then: dict | None) -> str:
-    """Other processes' load on the host during the rounds, where it was enough to matter: a
-    host-bound case sharing the host with another job ran 40-94% slower (README, HSTU)."""
-    other = (now or {}).get("other_cores")
-    if other is None or other < 0.5:
-        return ""
-    before = (then or {}).get("other_cores")
-    return (f"; other processes kept {other:.1f} of this host's cores busy during its rounds"
-            + (f" (the baseline's: {before:.1f})" if before is not None else ""))
+    """What else the host did to this case's rounds, where it was enough to matter: other
+    processes' load (a host-bound case sharing the host with another job ran 40-94% slower,
+    README, HSTU), the timing thread's time off the CPU, and the CPU quota's throttling."""
+    now, then = now or {}, then or {}
+    notes = []
+    other = now.get("other_cores")
+    if other is not None and other >= 0.5:
+        before = then.get("other_cores")
+        notes.append(f"other processes kept {other:.1f} of this host's cores busy during its rounds"
+                     + (f" (the baseline's: {before:.1f})" if before is not None else ""))
+    on_cpu = now.get("on_cpu")
+    if on_cpu is not None and on_cpu < 0.9 and (now.get("share") or 0) >= 0.5:
+        before = then.get("on_cpu")
+        notes.append(f"its timing thread was on a CPU for {on_cpu:.0%} of its rounds' wall time"
+                     + (f" (the baseline's: {before:.0%})" if before is not None else ""))
+    throttled = now.get("throttled_ms")
+    if throttled:
+        notes.append(f"the CPU quota of its control group held it off the CPU for {throttled:.0f} ms of its input's rounds")
+    return "".join(f"; {n}" for n in notes)
 
 
 def host_allowance(now: dict | None, then: dict | None) -> tuple[float, str]:

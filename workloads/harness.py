@@ -6,6 +6,7 @@ statistic comes from `measure`.
 from __future__ import annotations
 
 import gc
+import statistics
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -303,7 +304,9 @@ def _result(rung: _Rung, ref, eager: Variant, others, model, batch, wl, session:
     # Probed per case, right after its rounds: a host's speed is not a constant of a session.
     # With another job on the same host, host-bound cases ran 40-94% slower while a probe taken
     # at the session's start had seen the host 17% slower.
-    result["host"] = {"launch_us": md.launch_overhead_us(device), "share": share, "other_cores": others.cores}
+    result["host"] = {"launch_us": md.launch_overhead_us(device), "share": share, "other_cores": others.cores,
+                      "on_cpu": round(statistics.median(ours.on_cpu), 3) if ours.on_cpu else None,
+                      "throttled_ms": others.throttled_ms}
     if is_reference:
         reference["share"] = share
     elif share is not None:

@@ -244,14 +244,33 @@ def _busy_cpu_seconds() -> float | None:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def _throttled_ms() -> float | None:
+    """Milliseconds the CPU controller of this process's control group has held it off the CPU
+    for exceeding its quota, since the group began (cgroup v2 `throttled_usec`, v1
+    `throttled_time` in ns), or None where neither file is readable."""
+    for path, key, scale in (("/sys/fs/cgroup/cpu.stat", "throttled_usec", 1e-3),
+                             ("/sys/fs/cgroup/cpu/cpu.stat", "throttled_time", 1e-6),
+                             ("/sys/fs/cgroup/cpu,cpuacct/cpu.stat", "throttled_time", 1e-6)):
+        try:
+            for line in Path(path).read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value) * scale
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 class OtherLoad:
-    """How many of the host's cores other processes kept busy while the block ran: the host's
-    busy CPU time less this process's, over the wall time. The kernel's counters say it; no
-    sampling thread runs beside the measurement. `cores` is None where they cannot be read."""
+    """How many of the host's cores other processes kept busy while the block ran (the host's
+    busy CPU time less this process's, over the wall time) and how long the CPU quota of this
+    process's control group held it off the CPU meanwhile. The kernel's counters say both; no
+    sampling thread runs beside the measurement. Each is None where it cannot be read."""
 
     def __enter__(self) -> "OtherLoad":
-        self.cores = None
+        self.cores = self.throttled_ms = None
         self._t0, self._busy0, self._self0 = time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds()
+        self._throttled0 = _throttled_ms()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -260,6 +279,9 @@ class OtherLoad:
         if busy is not None and self._busy0 is not None and wall > 0:
             other = (busy - self._busy0) - (_own_cpu_seconds() - self._self0)
             self.cores = round(max(other, 0.0) / wall, 2)
+        throttled = _throttled_ms()
+        if throttled is not None and self._throttled0 is not None:
+            self.throttled_ms = round(max(throttled - self._throttled0, 0.0), 1)
 
 
 def _own_cpu_seconds() -> float:

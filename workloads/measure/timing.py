@@ -127,6 +127,11 @@ class Variant:
     samples: list[dict[str, float]] = field(default_factory=list)
     output: object = None
     recompiles: int = 0
+    # Per timed round, the share of its wall time the timing thread spent on a CPU: near 1 in a
+    # host-bound round whose thread ran throughout (a slower round then means a slower CPU),
+    # lower where it was descheduled, throttled or blocked in the kernel. CUDA's default sync
+    # spins, so a GPU-bound round reads near 1 too; it says something only of host-bound rounds.
+    on_cpu: list[float] = field(default_factory=list)
 
     def once(self, device, record: bool, spans: bool = False) -> dict[str, float]:
         if self.prepare is not None:
@@ -134,11 +139,15 @@ class Variant:
         synchronize(device)
         graphs = compiled_graphs()
         sw = Stopwatch(device, spans=spans)
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
         sw.start()
         out = self.run(sw)
         marks = sw.stop()
+        cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
         if record:
             self.samples.append(marks)
+            if wall > 0:
+                self.on_cpu.append(min(cpu / wall, 1.0))
             # Graphs compiled during timed rounds are recompiles; counted per variant, outside
             # the clock, since the variants of one loop share the compiler's counters.
             self.recompiles += compiled_graphs() - graphs

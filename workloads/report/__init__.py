@@ -24,6 +24,7 @@ def row(result: dict, gate: str) -> dict:
         "modules": (result.get("modules_ms") or {}).get("lever" if sp is not None else "eager"),
         "counters": result.get("counters") or {},
         "host_share": (result.get("host") or {}).get("share"),
+        "on_cpu": (result.get("host") or {}).get("on_cpu"),
         "module_speedup": result.get("module_speedup") or {},
     }
 
@@ -114,15 +115,18 @@ def counters_table(rows: list[dict], markdown: bool = False) -> str:
     """What the host and the compiler did: kernels and host launches (per decode step, or per
     run), compiled graphs, graph breaks, recompiles in the timed rounds, the share of the wall
     time the GPU sat idle (host-bound), and each module group's speedup over eager in the
-    instrumented rounds. Columns are the counters and groups the rows have."""
+    instrumented rounds, and the share of its rounds' wall time the timing thread was on a CPU
+    (where measured: below 1 in a host-bound case, it was held off). Columns are the counters and
+    groups the rows have."""
     counts = [(k, h) for k, h in _COUNTS if any(k in r.get("counters", {}) for r in rows)]
     groups = list(dict.fromkeys(g for r in rows for g in r.get("module_speedup", {})))
     if not counts and not groups and all(r.get("host_share") is None for r in rows):
         return ""
-    head = ["case", *(h for _, h in counts), "host-bound", *(f"{g} x" for g in groups)]
+    on_cpu = any(r.get("on_cpu") is not None for r in rows)
+    head = ["case", *(h for _, h in counts), "host-bound", *(["on CPU"] if on_cpu else []), *(f"{g} x" for g in groups)]
     body = []
     for r in rows:
         c, ms = r.get("counters", {}), r.get("module_speedup", {})
         body.append([r["case"], *(_f(c.get(k), "{:g}") for k, _ in counts), _f(r.get("host_share"), "{:.0%}"),
-                     *(_f(ms.get(g), "{:.1f}") for g in groups)])
+                     *([_f(r.get("on_cpu"), "{:.0%}")] if on_cpu else []), *(_f(ms.get(g), "{:.1f}") for g in groups)])
     return _grid(head, body, markdown)
