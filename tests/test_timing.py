@@ -1,4 +1,5 @@
 """Timing primitives: interleaving order, schedules, marks, and the pytest-benchmark replay."""
+import pytest
 import torch
 
 from workloads.measure.timing import ReplayClock, Schedule, Stopwatch, Variant, interleave
@@ -126,3 +127,37 @@ def test_a_round_records_how_much_of_it_the_thread_spent_on_a_cpu():
         assert v.on_cpu == []                      # warm-up and instrumented rounds are not timed rounds
         v.once("cpu", record=True)
     assert asleep.on_cpu[0] < 0.5 < busy.on_cpu[0] <= 1.0
+
+
+def test_a_long_warm_up_round_gives_the_breakdown_when_it_ran_like_a_timed_one():
+    """A side that compiles nothing warms up with spans on; where that round is long and no
+    slower than 1.05x its slowest timed round, its spans are the breakdown and no instrumented
+    round is run after the timed ones. A compiled side warms up as it is timed, spans off."""
+    from workloads import harness
+    from workloads.engine.plan import Plan
+
+    seen = []
+
+    def run(sw):
+        seen.append(sw.spans)
+        with sw.span("decode"):
+            pass
+
+    v = Variant("eager", run)
+    memory, warm = harness._warm_up(v, Plan(), "cpu")
+    assert seen == [True] and set(warm) >= {"end", "span:decode"}
+    _, none = harness._warm_up(Variant("compile", run), Plan(compile=True), "cpu")
+    assert seen[-1] is False and none is None
+
+    class _WL:
+        share_spans = None
+
+    long = harness.LONG_ROUND_MS
+    v.samples = [{"end": long * 1.00}, {"end": long * 1.10}]
+    warm = {"end": long * 1.12, "span:decode": long}
+    assert harness._breakdown_of_warm_up(warm, v, _WL) == {"decode": long, "other": pytest.approx(long * 0.12),
+                                                           "total": long * 1.12}
+    assert harness._breakdown_of_warm_up(warm | {"end": long * 1.2}, v, _WL) is None     # slower: first-call costs
+    v.samples = [{"end": 10.0}]
+    assert harness._breakdown_of_warm_up({"end": 10.0, "span:decode": 9.0}, v, _WL) is None   # short: run once more
+    assert harness._breakdown_of_warm_up(None, v, _WL) is None
