@@ -90,6 +90,13 @@ def test_source_fingerprint_names_the_code_not_the_checkout(tmp_path):
     (tmp_path / "workloads/x.py").write_text("b = 3\n")
     assert source_fingerprint(str(tmp_path)) != first
     source_fingerprint.cache_clear()
+    second = source_fingerprint(str(tmp_path))
+    for rel in ("workloads/baselines.py", "workloads/report/__init__.py"):   # they judge and render, never measure
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("gate = 2\n")
+        source_fingerprint.cache_clear()
+        assert source_fingerprint(str(tmp_path)) == second
+    source_fingerprint.cache_clear()
 
 
 def test_source_fingerprint_leaves_out_other_workloads_files(tmp_path):

@@ -117,19 +117,22 @@ def _git_commit() -> tuple[str, bool | None]:
 
 
 _SOURCE_GLOBS = ("conftest.py", "perf_tests/*.py", "workloads/**/*.py")
+# Code that judges or renders figures after they are measured: an edit to it changes no number.
+_AFTER_MEASURING = ("workloads/baselines.py", "workloads/caselog.py", "workloads/report/")
 
 
 @lru_cache(maxsize=16)
 def source_fingerprint(root: str | None = None, exclude: frozenset[str] = frozenset()) -> str:
     """A hash of the suite's own source files (paths and contents): names the code that ran
     where the commit cannot (a tree shipped with a stale .git, uncommitted edits). `exclude`
-    names files (paths from the root) the case never runs: other workloads' own files."""
+    names files (paths from the root) the case never runs: other workloads' own files. The gate,
+    the case logs and the reports are left out too: they read figures, never make them."""
     base = Path(root) if root else Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     files = sorted({f for g in _SOURCE_GLOBS for f in base.glob(g) if f.is_file()})
     for f in files:
         rel = f.relative_to(base).as_posix()
-        if rel in exclude:
+        if rel in exclude or rel.startswith(_AFTER_MEASURING):
             continue
         h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
