@@ -35,6 +35,9 @@ def pytest_addoption(parser):
     g.addoption("--latency-threshold", type=float, default=None,
                 help="relative slowdown a case may show before the latency gate fails (default 0.05)")
     g.addoption("--run-large", action="store_true", help="run `large` cases even on GPUs under 100 GiB")
+    g.addoption("--estimate", metavar="DEVICE_CLASS", default=None,
+                help="run nothing: say how long the selected cases would take on DEVICE_CLASS (e.g. nvidia-h200), "
+                     "from its baselines at the chosen --scale")
 
 
 class _JsonOut(os.PathLike):
@@ -135,6 +138,7 @@ def pytest_collection_modifyitems(config, items):
 
     from workloads.measure.timing import REPLAY_CLOCK
 
+
     device = config._mmgen["device"]
     gpu_bytes = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 0
     for item in items:
@@ -156,9 +160,35 @@ def pytest_collection_finish(session):
     st = getattr(session.config, "_mmgen", None)
     if st is None or hasattr(session.config, "workerinput"):
         return
+    if session.config.getoption("--estimate"):   # after -k and -m have selected
+        _estimate(session.config, session.items)
+        return
     st["session"].plan(
         item.callspec.params["case"] for item in session.items
         if "case" in getattr(getattr(item, "callspec", None), "params", {}) and not item.get_closest_marker("skip"))
+
+
+def _estimate(config, items) -> None:
+    """--estimate: the selected cases' time on a device class from its baselines; none runs."""
+    from workloads import baselines as bl
+    from workloads.estimate import estimate, render
+
+    where = config.getoption("--estimate")
+    cases = [c for c in (getattr(getattr(i, "callspec", None), "params", {}).get("case") for i in items) if c]
+    text = []
+    for scale in dict.fromkeys(c.scale for c in cases):
+        path = bl.path_for(config.getoption("--baselines"), where, scale)
+        try:
+            data = bl.load(path, device_class=where, scale=scale)
+        except bl.BaselineError as e:
+            raise pytest.UsageError(f"--estimate {where}: {e}") from None
+        if data is None:
+            raise pytest.UsageError(f"--estimate {where}: no baselines at {path}; "
+                                    f"classes with baselines: {sorted(p.name for p in path.parent.parent.iterdir() if p.is_dir())}")
+        text.append(render(estimate([c for c in cases if c.scale == scale], data["cases"]), f"{where} ({path})"))
+    config._mmgen["estimate"] = "\n".join(text)
+    config.hook.pytest_deselected(items=list(items))
+    items[:] = []
 
 
 def _why_gpu(case, device) -> str:
@@ -225,6 +255,12 @@ def run_case(request, benchmark, mmgen):
     return run
 
 
+def pytest_sessionfinish(session, exitstatus):
+    # An estimate runs nothing on purpose: that is its success, not pytest's "no tests ran".
+    if getattr(session.config, "_mmgen", {}).get("estimate") and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK
+
+
 def pytest_runtest_logreport(report):
     # Rows travel in user_properties so the table also works under pytest-xdist.
     if report.when != "call":
@@ -238,6 +274,11 @@ _ROWS: list[dict] = []
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    estimate = getattr(config, "_mmgen", {}).get("estimate")
+    if estimate:
+        terminalreporter.write_sep("=", "mmgen-perf estimate (nothing ran)")
+        for line in estimate.splitlines():
+            terminalreporter.write_line(line)
     if not _ROWS:
         return
     from workloads.report import counters_table, ladder, modules_table, table

@@ -54,6 +54,16 @@ def test_update_then_gate_end_to_end(tmp_path):
     assert entry["counters"]["graph_breaks"] == 0 and entry["provenance"]["torch"] == torch.__version__
     assert "launch_us" in entry["host"]
     assert "updated" in r.stdout and "mmgen-perf cases" in r.stdout
+    assert entry["build_s"] > 0 and entry["untimed_s"] > 0
+
+    # How long the selection would take there, from that baseline; nothing runs.
+    r = pytest_run("perf_tests", "-k", CASE, "--baselines", str(tmp_path), "--estimate", "cpu")
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert "mmgen-perf estimate (nothing ran)" in r.stdout and "llama-tiny/T-T/tiny/bs1" in r.stdout
+    assert f"min on cpu ({path})" in r.stdout and "mmgen-perf cases" not in r.stdout
+    r = pytest_run("perf_tests", "-k", CASE, "--baselines", str(tmp_path), "--estimate", "nvidia-h100")
+    assert r.returncode == 4
+    assert f"no baselines at {tmp_path / 'nvidia-h100' / 'tiny.json'}; classes with baselines: ['cpu']" in r.stderr
 
     entry["counters"]["graphs"] = 2
     path.write_text(json.dumps(data))

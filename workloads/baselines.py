@@ -304,7 +304,7 @@ def entry_from_result(result: dict, *, previous: dict | None = None, speedup_mar
         "runs": [{"rounds": len(lat["samples"]), "median": lat["median"], "min_speedup": min_sp,
                   "commit": prov.get("commit"), "date": prov.get("date")}],
     }
-    for key in ("ttft_ms", "tpot_ms", "peak_memory", "roofline", "compile_s", "capture_s", "gpu_state", "host"):
+    for key in ("ttft_ms", "tpot_ms", "peak_memory", "roofline", "build_s", "compile_s", "capture_s", "vocoder_setup_s", "untimed_s", "gpu_state", "host"):
         if result.get(key) is not None:
             entry[key] = result[key]
     if previous is None or not same_code(previous, entry) or previous.get("counters") != entry["counters"]:

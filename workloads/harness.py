@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import statistics
+import time
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -47,6 +48,7 @@ class Session:
     _decoder_batch: tuple | None = None
     _bandwidth: float | None = None
     _matmul: float | None = None
+    build_s: dict = field(default_factory=dict)   # seconds each model took to build, weights included
     # The eager reference's untimed runs (its warm-up, which measures its peak memory, and its
     # instrumented breakdown round), per (workload, model, task, scale, batch): the inputs are
     # seeded, so every later case of that key pairs its lever with the same reference, and a
@@ -72,7 +74,10 @@ class Session:
                 gc.collect()
                 torch.cuda.empty_cache()
             preset = workload.preset(preset_name)
-            self._models[preset_name] = workload.build(preset, self.device, self.checkpoints.get(preset_name))
+            built = {}
+            self.build_s[preset_name] = wall_seconds(
+                lambda: built.update(m=workload.build(preset, self.device, self.checkpoints.get(preset_name))), self.device)
+            self._models[preset_name] = built["m"]
         return self._models[preset_name]
 
     def decoders_for(self, key: tuple) -> dict:
@@ -187,6 +192,7 @@ class _Rung:
     memory: dict | None = None       # the peak of its warm-up round
     modules: dict | None = None      # where its time went in its instrumented round
     warm: dict | None = None         # its warm-up round's marks and spans, where it ran with them
+    untimed_s: float = 0.0           # its seconds outside the timed rounds and its setup, so far
 
 
 def run_case(case: Case, session: Session) -> dict:
@@ -232,7 +238,9 @@ def _run_group(group: list[Case], session: Session) -> dict:
     # Warm-up rounds double as the peak-memory measurement of each side, a rung's right after its
     # own setup; an eager reference this session already ran is warm, and its peak is the one
     # measured then.
+    t0 = time.perf_counter()
     eager_memory, eager_warm = (cached["memory"], None) if cached else _warm_up(eager, Plan(), device)
+    eager_untimed = time.perf_counter() - t0
     results: dict = {}
     rungs: list[_Rung] = []
     for c in group:
@@ -245,7 +253,9 @@ def _run_group(group: list[Case], session: Session) -> dict:
                 continue
             runner = wl.runner(model, batch, p, decoders)
             rung = _Rung(c, p, runner, _setup(runner, device), Variant(c.lever, runner.run, runner.prepare))
+            t0 = time.perf_counter()
             rung.memory, rung.warm = _warm_up(rung.variant, p, device)
+            rung.untimed_s = time.perf_counter() - t0
             rungs.append(rung)
         except Exception as e:   # the case's own test reports it; the group goes on without it
             if c is first:
@@ -263,15 +273,24 @@ def _run_group(group: list[Case], session: Session) -> dict:
         found = _breakdown_of_warm_up(warm, v, wl)
         return found if found is not None else instrumented(v)
 
-    session.reference[ref_key] = {"memory": eager_memory, "modules": cached["modules"] if cached else modules(eager, eager_warm),
-                                  "share": (cached or {}).get("share")}
+    t0 = time.perf_counter()
+    eager_modules = cached["modules"] if cached else modules(eager, eager_warm)
+    session.reference[ref_key] = {"memory": eager_memory, "modules": eager_modules, "share": (cached or {}).get("share"),
+                                  "untimed_s": (cached or {}).get("untimed_s", 0.0) + eager_untimed + time.perf_counter() - t0}
     for r in rungs:
         if r.variant is not None:
+            t0 = time.perf_counter()
             r.modules = modules(r.variant, r.warm)
+            r.untimed_s += time.perf_counter() - t0
     # The eager case's figures first: its host share is every lever's reference share.
     for r in sorted(rungs, key=lambda r: r.variant is not None):
         try:
-            results[r.case.id] = _result(r, ref, eager, others, model, batch, wl, session)
+            t0 = time.perf_counter()
+            results[r.case.id] = result = _result(r, ref, eager, others, model, batch, wl, session)
+            # Seconds this case cost outside its timed rounds and its setup (compile_s, capture_s):
+            # warm-up, breakdown, kernel counting, probes.
+            own = session.reference[ref_key]["untimed_s"] if r.variant is None else r.untimed_s
+            result["untimed_s"] = round(own + time.perf_counter() - t0, 2)
         except Exception as e:
             if r.case is first:
                 raise
@@ -309,6 +328,7 @@ def _result(rung: _Rung, ref, eager: Variant, others, model, batch, wl, session:
         "speedup": None if is_reference else ratio_of_medians(ref_e2e, e2e, paired=True).as_dict(),
         "peak_memory": reference["memory"] if is_reference else rung.memory,
         "reference_peak_memory": reference["memory"],
+        "build_s": session.build_s.get(case.model),
         "compile_s": setup.get("compile_s"),
         "capture_s": setup.get("capture_s"),
         "vocoder_setup_s": setup.get("vocoder_setup_s"),

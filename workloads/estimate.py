@@ -1,0 +1,103 @@
+"""How long a selection of cases will take on a device class, from its stored baselines.
+
+The harness times the selected rungs of one input (model, task, scale, batch) in one loop with
+eager once a round (see harness.run_case), so a run's time is, per input: eager's rounds, each
+rung's rounds, the untimed rounds (a warm-up per side, an instrumented round unless a long
+warm-up stood for it) and the one-off setup (compile, graph capture) of each shared decoder.
+Each entry holds what that needs: its round time, its last run's round count, its model's
+build seconds, its setup seconds and its seconds outside the timed rounds (warm-up, breakdown,
+kernel count). The process's start is not in it.
+"""
+from __future__ import annotations
+
+from .harness import LONG_ROUND_MS
+from .registry import WORKLOADS
+
+_SETUP = ("compile_s", "capture_s", "vocoder_setup_s")
+
+
+def _rounds(entry: dict) -> int:
+    runs = entry.get("runs") or []
+    return int(runs[-1]["rounds"]) if runs else len(entry["latency_ms"]["samples"])
+
+
+def estimate(cases, entries: dict[str, dict]) -> list[dict]:
+    """One row per input, in run order: its cases, the seconds of its timed rounds, untimed
+    rounds, model build (the first input of a model) and setup, and the cases without a
+    baseline entry (their time is not counted)."""
+    groups: dict[tuple, list] = {}
+    for c in cases:
+        groups.setdefault((c.workload, c.model, c.task, c.scale, c.batch), []).append(c)
+    built: set[tuple] = set()   # a later input of the same decoders finds them compiled and captured
+    models: set[str] = set()    # and a later input of the same model finds it built
+    rows = []
+    for (workload, model, task, scale, batch), group in groups.items():
+        found = {c.lever: entries[c.id] for c in group if c.id in entries}
+        builds = [e["build_s"] for e in found.values() if e.get("build_s") is not None]
+        build = None if model in models else (max(builds) if builds else None)
+        models.add(model)
+        missing = [c.id for c in group if c.id not in entries]
+        eager = found.get("eager")
+        if eager is not None:
+            eager_ms = eager["latency_ms"]["median"]
+        else:   # the reference's round, from a rung and its speedup over it
+            eager_ms = next((e["latency_ms"]["median"] * e["speedup"]["median"] for e in found.values()
+                             if e.get("speedup")), None)
+        rungs = {lv: e for lv, e in found.items() if lv != "eager"}
+        if eager_ms is None or not found:
+            rows.append({"input": f"{model}/{task}/{scale}/bs{batch}", "cases": len(group), "missing": missing,
+                         "timed_s": 0.0, "untimed_s": 0.0, "setup_s": 0.0, "unbuilt": True, "modelled": False})
+            continue
+        rounds = max(_rounds(e) for e in found.values())
+        timed = eager_ms * rounds + sum(e["latency_ms"]["median"] * _rounds(e) for e in rungs.values())
+        # Warm-up for every side; an instrumented round for each, but a side that compiles
+        # nothing and whose round is long has its warm-up stand for it.
+        # Each side's seconds outside its timed rounds and setup, as its entry measured them;
+        # for entries older than that figure, its round times the rounds it runs untimed: a
+        # warm-up, an instrumented round unless a long warm-up stood for it, and for a
+        # workload that decodes nothing a whole run under the profiler to count its kernels.
+        whole = 1 if not any(e.get("tpot_ms") for e in found.values()) else 0
+        modelled = False
+
+        def untimed_of(entry, ms, compiled):
+            nonlocal modelled
+            if entry is not None and entry.get("untimed_s") is not None:
+                return entry["untimed_s"]
+            modelled = True
+            return ms / 1e3 * (1 + (compiled or ms < LONG_ROUND_MS) + whole)
+
+        untimed = untimed_of(eager, eager_ms, False) + sum(
+            untimed_of(e, e["latency_ms"]["median"], "graphs" in (e.get("counters") or {})) for e in rungs.values())
+        decoders = (model, WORKLOADS[workload].cache_group(task), batch)
+        setup = 0.0
+        for key in _SETUP:
+            seconds = [e[key] for e in rungs.values() if e.get(key)]
+            if seconds and (decoders, key) not in built:
+                setup += max(seconds)
+                built.add((decoders, key))
+        rows.append({"input": f"{model}/{task}/{scale}/bs{batch}", "cases": len(group), "missing": missing,
+                     "timed_s": timed / 1e3, "untimed_s": untimed, "setup_s": setup + (build or 0.0),
+                     "unbuilt": build is None and not builds, "modelled": modelled})
+    return rows
+
+
+def render(rows: list[dict], where: str) -> str:
+    from .report import _grid
+
+    head = ["input", "cases", "timed s", "untimed s", "build and setup s", "total s", "without a baseline"]
+    body = [[r["input"], str(r["cases"]), f"{r['timed_s']:.0f}", f"{r['untimed_s']:.0f}", f"{r['setup_s']:.0f}",
+             f"{r['timed_s'] + r['untimed_s'] + r['setup_s']:.0f}", str(len(r["missing"])) if r["missing"] else "-"]
+            for r in rows]
+    total = sum(r["timed_s"] + r["untimed_s"] + r["setup_s"] for r in rows)
+    missing = sum(len(r["missing"]) for r in rows)
+    unbuilt = any(r["unbuilt"] for r in rows)
+    modelled = [r["input"] for r in rows if r["modelled"]]
+    lines = [_grid(head, body, markdown=False),
+             f"about {total / 60:.1f} min on {where}, plus the process's start"
+             + (" and the builds of models whose baselines predate build times" if unbuilt else "")
+             + (f"; {missing} selected cases have no baseline there and are not counted" if missing else "")]
+    if modelled:
+        lines.append(f"{len(modelled)} inputs have entries older than their untimed seconds: those are counted as "
+                     "rounds (warm-up, breakdown, kernel count), which leaves out the profiler's own time and "
+                     "can fall well short for runs of many small kernels")
+    return "\n".join(lines)
