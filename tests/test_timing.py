@@ -168,3 +168,28 @@ def test_a_long_warm_up_round_gives_the_breakdown_when_it_ran_like_a_timed_one()
     v.samples = [{"end": 10.0}]
     assert harness._breakdown_of_warm_up({"end": 10.0, "span:decode": 9.0}, v, _WL) is None   # short: run once more
     assert harness._breakdown_of_warm_up(None, v, _WL) is None
+
+
+def test_profiled_events_are_the_events_the_profiler_lists():
+    """Kernel counting reads the profiler's raw results, not `prof.events()` (which builds a
+    Python object per event): the two must list the same events, or the counters would move."""
+    import collections
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from workloads.measure.counters import profiled_events
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    x = torch.zeros(4, device="cuda" if torch.cuda.is_available() else "cpu")
+    with profile(activities=activities, profile_memory=True) as prof:
+        for _ in range(50):
+            torch.add(x, 1)
+            x.is_leaf   # an event prof.events() leaves out
+        if x.is_cuda:
+            torch.cuda.synchronize()
+    ours = collections.Counter((name, str(dt)) for name, dt, _ in profiled_events(prof))
+    theirs = collections.Counter((e.name, str(e.device_type)) for e in prof.events() if e.name != "[memory]")
+    assert ours == theirs and sum(ours.values()) >= 50
+    us = sorted(us for _, dt, us in profiled_events(prof) if dt == torch.autograd.DeviceType.CUDA)
+    assert us == pytest.approx(sorted(e.time_range.elapsed_us() for e in prof.events()
+                                      if e.device_type == torch.autograd.DeviceType.CUDA))
