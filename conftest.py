@@ -138,7 +138,6 @@ def pytest_collection_modifyitems(config, items):
 
     from workloads.measure.timing import REPLAY_CLOCK
 
-
     device = config._mmgen["device"]
     gpu_bytes = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 0
     for item in items:
@@ -281,17 +280,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(line)
     if not _ROWS:
         return
-    from workloads.report import counters_table, ladder, modules_table, table
+    from workloads.report import sections
 
-    terminalreporter.write_sep("=", "mmgen-perf cases")
-    for line in table(_ROWS).splitlines():
-        terminalreporter.write_line(line)
-    terminalreporter.write_sep("-", "the ladder per input (ms, and x over eager timed beside it)")
-    for line in ladder(_ROWS).splitlines():
-        terminalreporter.write_line(line)
-    for title, text in (("where the time goes (ms per module, one instrumented round)", modules_table(_ROWS)),
-                        ("counters, host-bound share, module speedups over eager", counters_table(_ROWS))):
-        if text:
+    for title, text in sections(_ROWS):
+        if title == "cases":
+            terminalreporter.write_sep("=", "mmgen-perf cases")
+        else:
             terminalreporter.write_sep("-", title)
-            for line in text.splitlines():
-                terminalreporter.write_line(line)
+        for line in text.splitlines():
+            terminalreporter.write_line(line)

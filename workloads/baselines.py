@@ -107,7 +107,8 @@ def validate(data, path: Path, *, device_class: str | None = None, scale: str | 
             raise BaselineError(f"{where}.counters: expected an object of numbers, got {counters!r}")
         host = entry.get("host")
         if host is not None and not _host_ok(host):
-            raise BaselineError(f"{where}.host: expected {{launch_us: positive number, share and reference_share: 0..1, other_cores: >= 0}}, "
+            raise BaselineError(f"{where}.host: expected {{launch_us: positive number, share, reference_share and on_cpu: 0..1, "
+                                f"other_cores and throttled_ms: >= 0}}, "
                                f"got {host!r}")
         runs = entry.get("runs")
         if runs is not None:

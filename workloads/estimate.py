@@ -50,24 +50,16 @@ def estimate(cases, entries: dict[str, dict]) -> list[dict]:
             continue
         rounds = max(_rounds(e) for e in found.values())
         timed = eager_ms * rounds + sum(e["latency_ms"]["median"] * _rounds(e) for e in rungs.values())
-        # Warm-up for every side; an instrumented round for each, but a side that compiles
-        # nothing and whose round is long has its warm-up stand for it.
         # Each side's seconds outside its timed rounds and setup, as its entry measured them;
-        # for entries older than that figure, its round times the rounds it runs untimed: a
+        # an entry older than that figure counts its round times the rounds it runs untimed: a
         # warm-up, an instrumented round unless a long warm-up stood for it, and for a
         # workload that decodes nothing a whole run under the profiler to count its kernels.
-        whole = 1 if not any(e.get("tpot_ms") for e in found.values()) else 0
-        modelled = False
-
-        def untimed_of(entry, ms, compiled):
-            nonlocal modelled
-            if entry is not None and entry.get("untimed_s") is not None:
-                return entry["untimed_s"]
-            modelled = True
-            return ms / 1e3 * (1 + (compiled or ms < LONG_ROUND_MS) + whole)
-
-        untimed = untimed_of(eager, eager_ms, False) + sum(
-            untimed_of(e, e["latency_ms"]["median"], "graphs" in (e.get("counters") or {})) for e in rungs.values())
+        whole = 0 if any(e.get("tpot_ms") for e in found.values()) else 1
+        sides = [(eager, eager_ms, False)] + [(e, e["latency_ms"]["median"], "graphs" in (e.get("counters") or {}))
+                                              for e in rungs.values()]
+        modelled = any(e is None or e.get("untimed_s") is None for e, _, _ in sides)
+        untimed = sum(e["untimed_s"] if e is not None and e.get("untimed_s") is not None
+                      else ms / 1e3 * (1 + (compiled or ms < LONG_ROUND_MS) + whole) for e, ms, compiled in sides)
         decoders = (model, WORKLOADS[workload].cache_group(task), batch)
         setup = 0.0
         for key in _SETUP:
@@ -82,7 +74,7 @@ def estimate(cases, entries: dict[str, dict]) -> list[dict]:
 
 
 def render(rows: list[dict], where: str) -> str:
-    from .report import _grid
+    from .report import grid
 
     head = ["input", "cases", "timed s", "untimed s", "build and setup s", "total s", "without a baseline"]
     body = [[r["input"], str(r["cases"]), f"{r['timed_s']:.0f}", f"{r['untimed_s']:.0f}", f"{r['setup_s']:.0f}",
@@ -92,7 +84,7 @@ def render(rows: list[dict], where: str) -> str:
     missing = sum(len(r["missing"]) for r in rows)
     unbuilt = any(r["unbuilt"] for r in rows)
     modelled = [r["input"] for r in rows if r["modelled"]]
-    lines = [_grid(head, body, markdown=False),
+    lines = [grid(head, body, markdown=False),
              f"about {total / 60:.1f} min on {where}, plus the process's start"
              + (" and the builds of models whose baselines predate build times" if unbuilt else "")
              + (f"; {missing} selected cases have no baseline there and are not counted" if missing else "")]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import statistics
-import time
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -21,7 +20,8 @@ from .measure import device as md
 from .measure.memory import peak_memory
 from .measure.roofline import roofline
 from .measure.stats import ratio_of_medians, summarize
-from .measure.timing import Schedule, Variant, interleave, release_compile_workers, wall_seconds
+from .measure.timing import (Schedule, Stopclock, Variant, interleave, release_compile_workers, synchronize,
+                             wall_seconds)
 from .registry import WORKLOADS, foreign_sources
 
 
@@ -74,10 +74,10 @@ class Session:
                 gc.collect()
                 torch.cuda.empty_cache()
             preset = workload.preset(preset_name)
-            built = {}
-            self.build_s[preset_name] = wall_seconds(
-                lambda: built.update(m=workload.build(preset, self.device, self.checkpoints.get(preset_name))), self.device)
-            self._models[preset_name] = built["m"]
+            with Stopclock() as clock:
+                self._models[preset_name] = workload.build(preset, self.device, self.checkpoints.get(preset_name))
+                synchronize(self.device)
+            self.build_s[preset_name] = clock.s
         return self._models[preset_name]
 
     def decoders_for(self, key: tuple) -> dict:
@@ -238,9 +238,8 @@ def _run_group(group: list[Case], session: Session) -> dict:
     # Warm-up rounds double as the peak-memory measurement of each side, a rung's right after its
     # own setup; an eager reference this session already ran is warm, and its peak is the one
     # measured then.
-    t0 = time.perf_counter()
-    eager_memory, eager_warm = (cached["memory"], None) if cached else _warm_up(eager, Plan(), device)
-    eager_untimed = time.perf_counter() - t0
+    with Stopclock() as eager_untimed:
+        eager_memory, eager_warm = (cached["memory"], None) if cached else _warm_up(eager, Plan(), device)
     results: dict = {}
     rungs: list[_Rung] = []
     for c in group:
@@ -253,9 +252,9 @@ def _run_group(group: list[Case], session: Session) -> dict:
                 continue
             runner = wl.runner(model, batch, p, decoders)
             rung = _Rung(c, p, runner, _setup(runner, device), Variant(c.lever, runner.run, runner.prepare))
-            t0 = time.perf_counter()
-            rung.memory, rung.warm = _warm_up(rung.variant, p, device)
-            rung.untimed_s = time.perf_counter() - t0
+            with Stopclock() as clock:
+                rung.memory, rung.warm = _warm_up(rung.variant, p, device)
+            rung.untimed_s = clock.s
             rungs.append(rung)
         except Exception as e:   # the case's own test reports it; the group goes on without it
             if c is first:
@@ -273,24 +272,24 @@ def _run_group(group: list[Case], session: Session) -> dict:
         found = _breakdown_of_warm_up(warm, v, wl)
         return found if found is not None else instrumented(v)
 
-    t0 = time.perf_counter()
-    eager_modules = cached["modules"] if cached else modules(eager, eager_warm)
+    with Stopclock() as clock:
+        eager_modules = cached["modules"] if cached else modules(eager, eager_warm)
     session.reference[ref_key] = {"memory": eager_memory, "modules": eager_modules, "share": (cached or {}).get("share"),
-                                  "untimed_s": (cached or {}).get("untimed_s", 0.0) + eager_untimed + time.perf_counter() - t0}
+                                  "untimed_s": (cached or {}).get("untimed_s", 0.0) + eager_untimed.s + clock.s}
     for r in rungs:
         if r.variant is not None:
-            t0 = time.perf_counter()
-            r.modules = modules(r.variant, r.warm)
-            r.untimed_s += time.perf_counter() - t0
+            with Stopclock() as clock:
+                r.modules = modules(r.variant, r.warm)
+            r.untimed_s += clock.s
     # The eager case's figures first: its host share is every lever's reference share.
     for r in sorted(rungs, key=lambda r: r.variant is not None):
         try:
-            t0 = time.perf_counter()
-            results[r.case.id] = result = _result(r, ref, eager, others, model, batch, wl, session)
+            with Stopclock() as clock:
+                results[r.case.id] = result = _result(r, ref, eager, others, model, batch, wl, session)
             # Seconds this case cost outside its timed rounds and its setup (compile_s, capture_s):
             # warm-up, breakdown, kernel counting, probes.
             own = session.reference[ref_key]["untimed_s"] if r.variant is None else r.untimed_s
-            result["untimed_s"] = round(own + time.perf_counter() - t0, 2)
+            result["untimed_s"] = round(own + clock.s, 2)
         except Exception as e:
             if r.case is first:
                 raise

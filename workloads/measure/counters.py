@@ -81,9 +81,9 @@ _NOT_EVENTS = frozenset({"[memory]", "[OutOfMemory]", "profiler::_record_functio
 
 def profiled_events(prof):
     """(name, device type, duration in us) of each event `prof.events()` would list, read from
-    the profiler's raw results. `prof.events()` builds a Python object and a parent tree per
-    event, about 45 us each: HSTU's blockwise rung makes 78k kernels a run, with several host
-    events each, which took tens of seconds per count; these reads take under 2 us an event."""
+    the profiler's raw results. `prof.events()` builds a Python object and parent links per
+    event: 45 us an event against under 2 us for these reads, measured on a CPU profile of 200k
+    events. HSTU's blockwise rung makes 78k kernels a run, with several host events each."""
     raw = getattr(prof.profiler, "kineto_results", None)
     if raw is None or not hasattr(_KinetoEvent, "end_ns"):   # a torch without them: the slow list
         yield from ((e.name, e.device_type, e.time_range.elapsed_us()) for e in prof.events())

@@ -103,6 +103,20 @@ def release_compile_workers() -> None:
     shutdown_compile_workers()
 
 
+class Stopclock:
+    """Host wall seconds of a `with` block, in `.s` once it ends: the cost of untimed work
+    (warm-ups, breakdown rounds, counting), for planning runs, never a measurement of a case."""
+
+    s: float = 0.0
+
+    def __enter__(self) -> "Stopclock":
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.s = time.perf_counter() - self._t0
+
+
 def wall_seconds(fn: Callable[[], object], device) -> float:
     """Host wall time of a one-off step (compile, graph capture), device work included."""
     synchronize(device)

@@ -29,7 +29,7 @@ def row(result: dict, gate: str) -> dict:
     }
 
 
-def _grid(head: list[str], body: list[list[str]], markdown: bool) -> str:
+def grid(head: list[str], body: list[list[str]], markdown: bool) -> str:
     if markdown:
         return "\n".join("| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *body])
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
@@ -62,7 +62,7 @@ def ladder(rows: list[dict], markdown: bool = False) -> str:
             cell = f"{r['e2e']:.1f}" + ("" if sp is None else f" ({sp[0]:.2f}x)")
             cells.append(cell + (" FAIL" if r["gate"] == "FAIL" else ""))
         body.append([*key, *cells])
-    return _grid(head, body, markdown) if body else ""
+    return grid(head, body, markdown) if body else ""
 
 
 def table(rows: list[dict], markdown: bool = False) -> str:
@@ -77,7 +77,7 @@ def table(rows: list[dict], markdown: bool = False) -> str:
             "-" if sp is None else f"{sp[0]:.2f}x [{sp[1]:.2f}, {sp[2]:.2f}]",
             _f(r.get("roofline"), "{:.0%}"), _f(r.get("compile_s"), "{:.1f}"), _f(r.get("peak_mb"), "{:.0f}"), r["gate"],
         ])
-    return _grid(head, body, markdown)
+    return grid(head, body, markdown)
 
 
 # Pipeline order of the spans engines record; a span not listed here goes after these.
@@ -102,7 +102,7 @@ def modules_table(rows: list[dict], markdown: bool = False) -> str:
         m = r["modules"]
         body.append([r["case"], *(_f(m.get(c), "{:.1f}") for c in columns), _f(m.get("total"), "{:.1f}"),
                      *(_f(m.get(k), "{:.0%}") for k in shares)])
-    return _grid(head, body, markdown) if body else ""
+    return grid(head, body, markdown) if body else ""
 
 
 # Counters as the harness names them: per decode step where the case decodes, else per run.
@@ -114,10 +114,9 @@ _COUNTS = (("kernels_per_step", "kernels/step"), ("launches_per_step", "launches
 def counters_table(rows: list[dict], markdown: bool = False) -> str:
     """What the host and the compiler did: kernels and host launches (per decode step, or per
     run), compiled graphs, graph breaks, recompiles in the timed rounds, the share of the wall
-    time the GPU sat idle (host-bound), and each module group's speedup over eager in the
-    instrumented rounds, and the share of its rounds' wall time the timing thread was on a CPU
-    (where measured: below 1 in a host-bound case, it was held off). Columns are the counters and
-    groups the rows have."""
+    time the GPU sat idle (host-bound), the share the timing thread was on a CPU (where
+    measured), and each module group's speedup over eager in the breakdown rounds. Columns are
+    the counters and groups the rows have."""
     counts = [(k, h) for k, h in _COUNTS if any(k in r.get("counters", {}) for r in rows)]
     groups = list(dict.fromkeys(g for r in rows for g in r.get("module_speedup", {})))
     if not counts and not groups and all(r.get("host_share") is None for r in rows):
@@ -129,4 +128,14 @@ def counters_table(rows: list[dict], markdown: bool = False) -> str:
         c, ms = r.get("counters", {}), r.get("module_speedup", {})
         body.append([r["case"], *(_f(c.get(k), "{:g}") for k, _ in counts), _f(r.get("host_share"), "{:.0%}"),
                      *([_f(r.get("on_cpu"), "{:.0%}")] if on_cpu else []), *(_f(ms.get(g), "{:.1f}") for g in groups)])
-    return _grid(head, body, markdown)
+    return grid(head, body, markdown)
+
+
+def sections(rows: list[dict], markdown: bool = False) -> list[tuple[str, str]]:
+    """A run's summaries, titled, in order; the ones the rows have nothing for are left out."""
+    return [(title, text) for title, text in (
+        ("cases", table(rows, markdown)),
+        ("the ladder per input (ms, and x over eager timed beside it)", ladder(rows, markdown)),
+        ("where the time goes (ms per module, one instrumented round)", modules_table(rows, markdown)),
+        ("counters, host-bound share, module speedups over eager", counters_table(rows, markdown)),
+    ) if text]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import caselog
-from . import counters_table, ladder, modules_table, row, table
+from . import row, sections
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,13 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # A case logged again (a rerun, a later log) shows its latest record.
     rows = list({r["result"]["case"]: row(r["result"], r.get("gate", "-")) for _, r in records}.values())
-    md = args.markdown
-    for title, text in (("the ladder per input (ms, and x over eager timed beside it)", ladder(rows, md)),
-                        ("cases", table(rows, md)),
-                        ("where the time goes (ms per module, one instrumented round)", modules_table(rows, md)),
-                        ("counters, host-bound share, module speedups over eager", counters_table(rows, md))):
-        if text:
-            print(f"### {title}\n\n{text}\n" if md else f"== {title}\n{text}\n")
+    for title, text in sections(rows, args.markdown):
+        print(f"### {title}\n\n{text}\n" if args.markdown else f"== {title}\n{text}\n")
     return 0
 
 
