@@ -141,6 +141,46 @@ def test_a_host_bound_failure_says_when_its_thread_was_held_off_the_cpu():
         assert "timing thread" not in msg and "quota" not in msg
 
 
+def test_a_latency_failure_names_the_garbage_collector_and_another_cpu_model():
+    """Python's garbage collector stalls a host-bound round for as long as it collects, and a
+    host-bound rung runs at the pace of the host's CPU: a latency failure says how long the
+    collector took of the median round (with the baseline's) where that is 2% of the round or
+    more, and names both CPU models where the run's differs from the baseline's."""
+    def with_cpu(r, cpu):
+        return r | {"provenance": r["provenance"] | {"cpu": cpu}}
+
+    base = bl.entry_from_result(with_cpu(make_result(CASE, samples=noisy(250.0, seed=1))
+                                         | {"host": {"share": 0.8, "gc_ms": 1.0, "gc_full": 0}}, "CPU A"))
+    slow = with_cpu(make_result(CASE, samples=noisy(400.0, seed=2))
+                    | {"host": {"share": 0.8, "gc_ms": 60.0, "gc_full": 2}}, "CPU B")
+    (msg,) = bl.check(slow, base, path=PATH, timing=True)
+    assert "Python's garbage collector took 60.0 ms of its median round (15%, 2 full collections) (the baseline's: 1.0 ms)" in msg
+    assert "this host's CPU is 'CPU B', the baseline's 'CPU A'" in msg
+    assert "own other threads" not in msg
+    busy = make_result(CASE, samples=noisy(400.0, seed=2)) | {"host": {"share": 0.8, "own_threads": 1.3}}
+    (msg,) = bl.check(busy, base, path=PATH, timing=True)
+    assert "the suite's own other threads kept 1.3 cores busy during its rounds" in msg
+    same = with_cpu(make_result(CASE, samples=noisy(400.0, seed=2)) | {"host": {"share": 0.8, "gc_ms": 2.0}}, "CPU A")
+    (msg,) = bl.check(same, base, path=PATH, timing=True)
+    assert "garbage collector" not in msg and "CPU is" not in msg
+
+
+def test_a_baseline_with_a_recurring_slow_mode_gates_against_that_mode():
+    """HSTU's host-bound batch-1 rungs run either near one latency or near 1.5-1.9x it, from
+    round to round and process to process; the MAD spread sees only the faster mode. Where a
+    fifth or more of the baseline's rounds (three at least) sit above the threshold, a run in
+    that slower mode passes and one beyond it fails, saying why the threshold is wider; a
+    single stray round widens nothing."""
+    two_modes = noisy(5.0, n=30, seed=1) + noisy(8.7, n=15, seed=2)
+    base = entry(two_modes)
+    assert bl.check(make_result(CASE, samples=noisy(8.4, seed=3), speedup=(9.4, 9.2, 9.6)), base, path=PATH, timing=True) == []
+    (msg,) = bl.check(make_result(CASE, samples=noisy(12.0, seed=3), speedup=(9.4, 9.2, 9.6)), base, path=PATH, timing=True)
+    assert "threshold (widened to the baseline's slower mode: 15 of its 45 rounds near 8." in msg
+    stray = entry(noisy(5.0, n=29, seed=1) + [8.7])
+    (msg,) = bl.check(make_result(CASE, samples=noisy(8.4, seed=3), speedup=(9.4, 9.2, 9.6)), stray, path=PATH, timing=True)
+    assert "slower mode" not in msg
+
+
 def test_baselines_without_a_host_figure_gate_as_before():
     base = entry(noisy(250.0, seed=1))
     assert "host" not in base

@@ -445,6 +445,7 @@ def test_each_case_probes_its_host(monkeypatch):
     assert [h["launch_us"] for h in hosts] == [10.0, 25.0]
     assert all(h["other_cores"] >= 0 for h in hosts)   # other processes' load during the rounds
     assert all(0 < h["on_cpu"] <= 1 for h in hosts)    # the timing thread's time on a CPU
+    assert all(h["gc_ms"] >= 0 and h["gc_full"] >= 0 for h in hosts)   # Python's collector in its rounds
 
 
 def test_a_lever_case_records_its_eager_references_host_share(monkeypatch):
@@ -469,7 +470,7 @@ def test_a_lever_case_records_its_eager_references_host_share(monkeypatch):
 
     session = harness.Session(CPU)
     assert case("eager", session) == ({"launch_us": ANY, "share": 1.0, "other_cores": ANY, "on_cpu": ANY,
-                                       "throttled_ms": ANY}, 1)
+                                       "throttled_ms": ANY, "own_threads": ANY, "gc_ms": ANY, "gc_full": ANY}, 1)
     host, n = case("memory_efficient", session)
     assert host["reference_share"] == 1.0 and n == 1            # the eager case's figure
     host, n = case("memory_efficient", harness.Session(CPU))

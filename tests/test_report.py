@@ -67,3 +67,15 @@ def test_the_counters_table_shows_what_the_host_and_compiler_did():
     assert lines[3] == "| chameleon-7b/T-I/cuda_graph/paper/bs1 | 697 | 1 | 1 | 0 | 0 | 6% | 6.1 | 1.1 |"
     bare = record("x/T/eager/tiny/bs1", 1.0)["result"] | {"counters": {}}
     assert report.counters_table([report.row(bare, "pass")]) == ""   # nothing counted: no table
+
+
+def test_the_counters_table_shows_the_threads_time_on_a_cpu_and_the_collectors_where_measured():
+    eager = record("hstu-paper/H-A/eager/paper/bs1", 30.4)
+    eager["result"] |= {"counters": {"kernels_per_run": 893.0, "recompiles": 0},
+                        "host": {"share": 0.755, "on_cpu": 1.0, "gc_ms": 0.42}}
+    older = record("hstu-paper/H-A/fused/paper/bs1", 7.7, (3.98, 3.82, 4.02))
+    older["result"] |= {"counters": {"kernels_per_run": 148.0, "recompiles": 0}, "host": {"share": 0.72}}
+    lines = report.counters_table([report.row(r["result"], r["gate"]) for r in (eager, older)], markdown=True).splitlines()
+    assert lines[0] == "| case | kernels/run | recompiles | host-bound | on CPU | GC ms |"
+    assert lines[2] == "| hstu-paper/H-A/eager/paper/bs1 | 893 | 0 | 76% | 100% | 0.4 |"
+    assert lines[3] == "| hstu-paper/H-A/fused/paper/bs1 | 148 | 0 | 72% | - | - |"   # an entry older than the figures

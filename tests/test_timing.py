@@ -136,6 +136,60 @@ def test_a_round_records_how_much_of_it_the_thread_spent_on_a_cpu():
     assert asleep.on_cpu[0] < 0.5 < busy.on_cpu[0] <= 1.0
 
 
+def test_a_round_records_the_cores_the_process_s_other_threads_kept_busy():
+    """A thread of the suite's own process spinning beside the timing thread competes with it
+    for the host; other_cores leaves the process out, so each round records its other threads'
+    load: about one core while a spinner runs, none while the process is otherwise idle."""
+    import threading
+    import time as _time
+
+    def spin():
+        stop = _time.perf_counter() + 0.1
+        while _time.perf_counter() < stop:
+            pass
+
+    def beside_a_spinner(sw):
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        spinner.join()              # the timing thread waits, off the CPU, while the other spins
+
+    alone, spun = Variant("alone", lambda sw: _time.sleep(0.1)), Variant("spun", beside_a_spinner)
+    for v in (alone, spun):
+        v.once("cpu", record=True)
+    assert alone.own_threads[0] < 0.2
+    assert spun.own_threads[0] > 0.6
+
+
+def test_a_round_records_the_time_pythons_garbage_collector_took_in_it():
+    """Each timed round records the ms its process spent in cyclic garbage collection and how
+    many full collections ran; a full collection scans every live object, so a round that
+    triggers one over many objects shows it, and a round that makes no garbage shows none."""
+    import gc
+
+    hoard = [[i] for i in range(300_000)]          # live objects a full collection must scan
+
+    def collects(sw):
+        gc.collect()
+
+    def idle(sw):
+        pass
+
+    was = gc.isenabled()
+    gc.disable()                                   # no collection but the one the round asks for
+    try:
+        full, none = Variant("full", collects), Variant("none", idle)
+        for v in (full, none):
+            v.once("cpu", record=False)
+            assert v.gc_ms == [] and v.gc_full == []   # only timed rounds count
+            v.once("cpu", record=True)
+    finally:
+        if was:
+            gc.enable()
+    assert full.gc_full == [1] and full.gc_ms[0] > 0.5
+    assert none.gc_full == [0] and none.gc_ms == [0.0]
+    assert len(hoard) == 300_000
+
+
 def test_a_long_warm_up_round_gives_the_breakdown_when_it_ran_like_a_timed_one():
     """A side that compiles nothing warms up with spans on; where that round is long and no
     slower than 1.05x its slowest timed round, its spans are the breakdown and no instrumented

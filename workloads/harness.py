@@ -358,7 +358,10 @@ def _result(rung: _Rung, ref, eager: Variant, others, model, batch, wl, session:
     # at the session's start had seen the host 17% slower.
     result["host"] = {"launch_us": md.launch_overhead_us(device), "share": share, "other_cores": others.cores,
                       "on_cpu": round(statistics.median(ours.on_cpu), 3) if ours.on_cpu else None,
-                      "throttled_ms": others.throttled_ms}
+                      "throttled_ms": others.throttled_ms,
+                      "own_threads": round(statistics.median(ours.own_threads), 2) if ours.own_threads else None,
+                      "gc_ms": round(statistics.median(ours.gc_ms), 2) if ours.gc_ms else None,
+                      "gc_full": statistics.median(ours.gc_full) if ours.gc_full else None}
     if is_reference:
         reference["share"] = share
     elif share is not None:

@@ -160,9 +160,21 @@ def provenance(device: torch.device | str, exclude: frozenset[str] = frozenset()
         state = gpu_state(device)
         prov["gpu"] = state.get("name")
         prov["driver"] = state.get("driver")
-    else:
-        prov["cpu"] = platform.processor() or platform.machine()
+    # The host's CPU on every device: a host-bound rung runs at its speed (README, HSTU).
+    prov["cpu"] = cpu_model()
     return prov
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (/proc/cpuinfo; elsewhere what the platform module says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def copy_bandwidth(device: torch.device | str, nbytes: int = 1 << 30, repeats: int = 20) -> float | None:

@@ -7,6 +7,7 @@ counted, as a user would feel it); on the CPU with perf_counter.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -126,6 +127,31 @@ def wall_seconds(fn: Callable[[], object], device) -> float:
     return time.perf_counter() - t0
 
 
+class GcClock:
+    """Wall time Python's cyclic garbage collector spent collecting while the block ran, and how
+    many full (oldest-generation) collections it made. A host-bound round stalls for every
+    collection, and a full one scans every live object the process holds (a model's modules,
+    compiled graphs, earlier results), so the same round can take longer in a fuller process.
+    The standard library's gc.callbacks say when each collection starts and stops; nothing
+    else reports it."""
+
+    def __enter__(self) -> "GcClock":
+        self.ms, self.full, self._t0 = 0.0, 0, None
+        gc.callbacks.append(self._on)
+        return self
+
+    def _on(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        elif self._t0 is not None:
+            self.ms += (time.perf_counter() - self._t0) * 1e3
+            self.full += info.get("generation") == 2
+            self._t0 = None
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._on)
+
+
 # A run receives the stopwatch so it can mark phases; what it returns is kept from the last round.
 Run = Callable[[Stopwatch], object]
 Prepare = Callable[[], None]
@@ -146,6 +172,13 @@ class Variant:
     # lower where it was descheduled, throttled or blocked in the kernel. CUDA's default sync
     # spins, so a GPU-bound round reads near 1 too; it says something only of host-bound rounds.
     on_cpu: list[float] = field(default_factory=list)
+    # Per timed round, the milliseconds and full collections of Python's garbage collector (GcClock).
+    gc_ms: list[float] = field(default_factory=list)
+    gc_full: list[int] = field(default_factory=list)
+    # Per timed round, the cores this process's other threads kept busy (process CPU time less
+    # the timing thread's, over the wall time): a spinning worker pool, a profiler's or a
+    # compiler's threads competing with the timing thread for the host, unseen by other_cores.
+    own_threads: list[float] = field(default_factory=list)
 
     def once(self, device, record: bool, spans: bool = False) -> dict[str, float]:
         if self.prepare is not None:
@@ -153,15 +186,19 @@ class Variant:
         synchronize(device)
         graphs = compiled_graphs()
         sw = Stopwatch(device, spans=spans)
-        cpu0, wall0 = time.thread_time(), time.perf_counter()
-        sw.start()
-        out = self.run(sw)
-        marks = sw.stop()
-        cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+        cpu0, proc0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
+        with GcClock() as collector:
+            sw.start()
+            out = self.run(sw)
+            marks = sw.stop()
+        cpu, proc, wall = time.thread_time() - cpu0, time.process_time() - proc0, time.perf_counter() - wall0
         if record:
             self.samples.append(marks)
             if wall > 0:
                 self.on_cpu.append(min(cpu / wall, 1.0))
+                self.own_threads.append(max(proc - cpu, 0.0) / wall)
+            self.gc_ms.append(collector.ms)
+            self.gc_full.append(collector.full)
             # Graphs compiled during timed rounds are recompiles; counted per variant, outside
             # the clock, since the variants of one loop share the compiler's counters.
             self.recompiles += compiled_graphs() - graphs

@@ -25,6 +25,7 @@ def row(result: dict, gate: str) -> dict:
         "counters": result.get("counters") or {},
         "host_share": (result.get("host") or {}).get("share"),
         "on_cpu": (result.get("host") or {}).get("on_cpu"),
+        "gc_ms": (result.get("host") or {}).get("gc_ms"),
         "module_speedup": result.get("module_speedup") or {},
     }
 
@@ -114,20 +115,24 @@ _COUNTS = (("kernels_per_step", "kernels/step"), ("launches_per_step", "launches
 def counters_table(rows: list[dict], markdown: bool = False) -> str:
     """What the host and the compiler did: kernels and host launches (per decode step, or per
     run), compiled graphs, graph breaks, recompiles in the timed rounds, the share of the wall
-    time the GPU sat idle (host-bound), the share the timing thread was on a CPU (where
-    measured), and each module group's speedup over eager in the breakdown rounds. Columns are
-    the counters and groups the rows have."""
+    time the GPU sat idle (host-bound), the share the timing thread was on a CPU and the ms of
+    a median round Python's garbage collector took (where measured), and each module group's
+    speedup over eager in the breakdown rounds. Columns are the counters and groups the rows
+    have."""
     counts = [(k, h) for k, h in _COUNTS if any(k in r.get("counters", {}) for r in rows)]
     groups = list(dict.fromkeys(g for r in rows for g in r.get("module_speedup", {})))
     if not counts and not groups and all(r.get("host_share") is None for r in rows):
         return ""
     on_cpu = any(r.get("on_cpu") is not None for r in rows)
-    head = ["case", *(h for _, h in counts), "host-bound", *(["on CPU"] if on_cpu else []), *(f"{g} x" for g in groups)]
+    gc_ms = any(r.get("gc_ms") is not None for r in rows)
+    head = ["case", *(h for _, h in counts), "host-bound", *(["on CPU"] if on_cpu else []),
+            *(["GC ms"] if gc_ms else []), *(f"{g} x" for g in groups)]
     body = []
     for r in rows:
         c, ms = r.get("counters", {}), r.get("module_speedup", {})
         body.append([r["case"], *(_f(c.get(k), "{:g}") for k, _ in counts), _f(r.get("host_share"), "{:.0%}"),
-                     *([_f(r.get("on_cpu"), "{:.0%}")] if on_cpu else []), *(_f(ms.get(g), "{:.1f}") for g in groups)])
+                     *([_f(r.get("on_cpu"), "{:.0%}")] if on_cpu else []), *([_f(r.get("gc_ms"), "{:.1f}")] if gc_ms else []),
+                     *(_f(ms.get(g), "{:.1f}") for g in groups)])
     return grid(head, body, markdown)
 
 
