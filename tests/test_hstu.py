@@ -69,6 +69,24 @@ def _inputs(lengths, heads, dqk, dv, dtype, device, seed=0):
     return q, k, v, ts, Jagged(offsets_of(lengths, device), tuple(lengths)), pos_w, ts_w
 
 
+def _rows_at_a_bucket_edge(ts, lengths) -> torch.Tensor:
+    """Rows with a key whose time gap to the row's next timestamp sits within float32 rounding
+    of a bucket edge (log(gap) / BUCKET_WIDTH an integer to 1e-5), computed in float64."""
+    from workloads.engine.hstu_attention import BUCKET_WIDTH
+
+    ts = ts.cpu().to(torch.float64)
+    edge = torch.zeros(ts.shape[0], dtype=torch.bool)
+    start = 0
+    for n in lengths:
+        seq = ts[start:start + n]
+        nxt = torch.cat([seq[1:], seq[-1:]]) if n else seq
+        x = torch.log((nxt[:, None] - seq[None, :]).abs().clamp(min=1)) / BUCKET_WIDTH
+        near = ((x - x.round()).abs() < 1e-5) & (x.round() >= 1)
+        edge[start:start + n] = near.tril().any(dim=1)
+        start += n
+    return edge
+
+
 def _close(a, b, dtype, what):
     tol = TOL[dtype]
     scale = b.float().abs().max().item() if b.numel() else 0.0
@@ -102,7 +120,10 @@ def test_fused_equals_eager(lengths, shape, dtype, seed, device):
     alpha = shape[1] ** -0.5
     ref = jagged_attention(*args, alpha=alpha, implementation="eager")
     got = jagged_attention(*args, alpha=alpha, implementation="fused")
-    _close(got, ref, dtype, f"fused vs eager, lengths {lengths}")
+    # The kernel's log (libdevice, or numpy's under the interpreter) and torch's may round a
+    # time gap at a bucket edge to either side; such rows may differ, every other must match.
+    keep = ~_rows_at_a_bucket_edge(args[3], lengths).to(got.device)
+    _close(got[keep], ref[keep], dtype, f"fused vs eager, lengths {lengths}")
 
 
 @pytest.mark.parametrize("implementation", ha.IMPLEMENTATIONS)
