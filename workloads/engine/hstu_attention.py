@@ -12,8 +12,9 @@ SDPA does not apply: it computes softmax(QK^T)V, and HSTU's pointwise SiLU has n
 (nor its row normalization), so no SDPA backend computes it.
 
 - `eager`: pad to (B, N), materialize the (B, H, N, N) scores and the bias: the reference.
-- `memory_efficient`: per sequence, query blocks against their causal keys; never an N x N
-  tensor and no padding (jagged-aware), plain PyTorch, so it runs on the CPU.
+- `memory_efficient`: query blocks against their causal keys, the same block of every sequence
+  at once; never an N x N tensor (padding only within a block), plain PyTorch, so it runs on
+  the CPU.
 - `fused`: one Triton kernel over the jagged layout; the bias is computed in the kernel from
   the timestamps and the two weight vectors (see hstu_triton.py).
 """
@@ -112,25 +113,39 @@ def eager(q, k, v, ts, jag: Jagged, pos_w, ts_w, alpha: float) -> torch.Tensor:
 
 
 def memory_efficient(q, k, v, ts, jag: Jagged, pos_w, ts_w, alpha: float, block: int = QUERY_BLOCK) -> torch.Tensor:
-    """Blockwise over each sequence's own length: scores are (H, block, keys so far), never N x N."""
+    """Blockwise: the i-th query block of every sequence long enough to have one, at once,
+    against its causal keys. Scores are (sequences, H, block, keys up to the block's end), never
+    N x N. One pass per block index, not per sequence and block: looping per sequence made
+    45k-113k launches a run at batch 32, and the rung ran at the host's pace (README, HSTU)."""
     T, H, _ = q.shape
     out = q.new_zeros(T, H, v.shape[-1])
     N = jag.max_len
     if T == 0:
         return out
     tsn = next_timestamps(ts, jag)
-    start = 0
-    for n in jag.lengths:
-        for m0 in range(0, n, block):
-            m1 = min(m0 + block, n)
-            rows = torch.arange(m0, m1, device=q.device)
-            cols = torch.arange(0, m1, device=q.device)
-            s = torch.einsum("qhd,khd->hqk", q[start + m0:start + m1], k[start:start + m1]) * alpha
-            s = s + relative_bias(tsn[start + m0:start + m1], ts[start:start + m1], rows, cols, pos_w, ts_w).to(s.dtype)
-            s = F.silu(s) * (1.0 / N)
-            s = s.masked_fill(rows[:, None] < cols[None, :], 0)
-            out[start + m0:start + m1] = torch.einsum("hqk,khd->qhd", s, v[start:start + m1])
-        start += n
+    # Gather indices are built from the host's copy of the lengths and uploaded: no device sync.
+    lengths = torch.tensor(jag.lengths, dtype=torch.int64)
+    starts = torch.cumsum(lengths, 0) - lengths
+    for m0 in range(0, N, block):
+        seqs = (lengths > m0).nonzero().flatten()
+        n, s0 = lengths[seqs], starts[seqs]
+        m1 = min(m0 + block, N)
+        rows, cols = torch.arange(m0, m1), torch.arange(0, m1)      # this block's query and key positions
+        row_ok = rows[None, :] < n[:, None]                          # (S, R): a padded row is not written
+        r_idx = (s0[:, None] + rows[None, :]).clamp(max=T - 1)       # padding reads any row
+        c_idx = s0[:, None] + torch.minimum(cols[None, :], n[:, None] - 1)   # a key past the end: causal-masked
+        keep = row_ok.flatten().nonzero().flatten()
+        r_dev, c_dev = r_idx.to(q.device), c_idx.to(q.device)
+        s = torch.einsum("sqhd,skhd->shqk", q[r_dev], k[c_dev]) * alpha
+        rows_d, cols_d = torch.arange(m0, m1, device=q.device), torch.arange(0, m1, device=q.device)
+        bias = pos_w[(rows_d[:, None] - cols_d[None, :]).clamp(0, pos_w.numel() - 1)]          # (R, K)
+        bias = bias + ts_w[time_buckets(tsn[r_dev][:, :, None] - ts[c_dev][:, None, :], ts_w.numel() - 1)]
+        s = s + bias[:, None].to(s.dtype)
+        s = F.silu(s) * (1.0 / N)
+        s = s.masked_fill(rows_d[:, None] < cols_d[None, :], 0)
+        o = torch.einsum("shqk,skhd->sqhd", s, v[c_dev])             # (S, R, H, Dv)
+        keep_d = keep.to(q.device)
+        out.index_copy_(0, r_dev.flatten()[keep_d], o.flatten(0, 1)[keep_d])
     return out
 
 
