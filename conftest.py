@@ -35,6 +35,9 @@ def pytest_addoption(parser):
     g.addoption("--latency-threshold", type=float, default=None,
                 help="relative slowdown a case may show before the latency gate fails (default 0.05)")
     g.addoption("--run-large", action="store_true", help="run `large` cases even on GPUs under 100 GiB")
+    g.addoption("--latency-only", action="store_true",
+                help="time each rung alone, with no eager reference beside it (unless the eager case is selected): "
+                     "latency and counters gate; no speedup, so speedup floors and requirements are not checked")
     g.addoption("--estimate", metavar="DEVICE_CLASS", default=None,
                 help="run nothing: say how long the selected cases would take on DEVICE_CLASS (e.g. nvidia-h200), "
                      "from its baselines at the chosen --scale")
@@ -100,6 +103,9 @@ def pytest_configure(config):
     threshold = config.getoption("--latency-threshold")
     if threshold is not None and not 0 < threshold < 1:
         raise pytest.UsageError(f"--latency-threshold {threshold}: expected a fraction between 0 and 1, e.g. 0.05")
+    if config.getoption("--latency-only") and config.getoption("--update-baselines"):
+        raise pytest.UsageError("--latency-only with --update-baselines: a baseline holds the speedup over eager, "
+                                "which a latency-only run does not measure; drop --latency-only to write baselines")
     if config.getoption("--results"):
         # pytest-benchmark reads this option when it configures, which is after us.
         config.option.benchmark_json = _JsonOut(config.getoption("--results"))
@@ -109,7 +115,7 @@ def pytest_configure(config):
     config._mmgen = {
         "device": device,
         "scale": resolve_scale(config.getoption("--scale"), device),
-        "session": Session(device, checkpoints=_checkpoints(config)),
+        "session": Session(device, checkpoints=_checkpoints(config), latency_only=config.getoption("--latency-only")),
     }
 
 
@@ -184,7 +190,8 @@ def _estimate(config, items) -> None:
         if data is None:
             raise pytest.UsageError(f"--estimate {where}: no baselines at {path}; "
                                     f"classes with baselines: {sorted(p.name for p in path.parent.parent.iterdir() if p.is_dir())}")
-        text.append(render(estimate([c for c in cases if c.scale == scale], data["cases"]), f"{where} ({path})"))
+        rows = estimate([c for c in cases if c.scale == scale], data["cases"], latency_only=config.getoption("--latency-only"))
+        text.append(render(rows, f"{where} ({path})"))
     config._mmgen["estimate"] = "\n".join(text)
     config.hook.pytest_deselected(items=list(items))
     items[:] = []

@@ -104,3 +104,32 @@ def test_the_selected_rungs_of_one_input_share_the_eager_rounds(tmp_path):
     results = {json.loads(x)["result"]["lever"]: json.loads(x)["result"] for x in log.read_text().splitlines()}
     eager, lever = results["eager"], results["memory_efficient"]
     assert lever["reference_latency_ms"]["samples"] == eager["latency_ms"]["samples"][:lever["rounds"]]
+
+
+def test_latency_only_times_a_rung_without_eager_and_gates_its_latency(tmp_path):
+    """--latency-only (the pull-request gate's mode) times the selected rungs alone: no eager
+    rounds, no speedup, no reference figures; the latency and counters still gate against the
+    baseline, and a declared speedup requirement is not judged. Where the eager case is itself
+    selected, the rungs pair with it as usual. Writing baselines from such a run is refused."""
+    case = "hstu-tiny/H-A/memory_efficient/tiny/bs1"
+    r = pytest_run("perf_tests", "-k", case, "--device", "cpu", "--baselines", str(tmp_path), "--update-baselines")
+    assert r.returncode == 0, r.stdout[-2000:]
+    log = tmp_path / "alone.jsonl"
+    r = pytest_run("perf_tests", "-k", case, "--device", "cpu", "--baselines", str(tmp_path), "--latency-only",
+                   "--case-log", str(log))
+    assert r.returncode == 0, r.stdout[-2000:]
+    (record,) = [json.loads(x) for x in log.read_text().splitlines()]
+    result = record["result"]
+    assert record["gate"] == "pass (counters)"
+    assert result["speedup"] is None and result["reference_latency_ms"] is None and result["agreement"] is None
+    assert set(result["modules_ms"]) == {"lever"} and "reference_share" not in result["host"]
+
+    log = tmp_path / "beside.jsonl"
+    r = pytest_run("perf_tests", "-k", "hstu-tiny/H-A/ and bs1 and (eager or memory_efficient)", "--device", "cpu",
+                   "--latency-only", "--case-log", str(log))
+    assert r.returncode == 0, r.stdout[-2000:]
+    results = {json.loads(x)["result"]["lever"]: json.loads(x)["result"] for x in log.read_text().splitlines()}
+    assert results["memory_efficient"]["speedup"] is not None
+
+    r = pytest_run("perf_tests", "-k", case, "--device", "cpu", "--latency-only", "--update-baselines")
+    assert r.returncode == 4 and "--latency-only with --update-baselines" in r.stderr

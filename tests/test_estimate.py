@@ -41,6 +41,20 @@ def test_an_input_costs_its_rounds_its_untimed_seconds_and_each_shared_setup_onc
     assert "1 selected cases have no baseline there" in text and "1 inputs have entries older" in text
 
 
+def test_latency_only_counts_no_eager_rounds_where_the_eager_case_is_not_selected():
+    entries = {
+        case("T-I", "eager").id: entry(32000.0, 3, untimed_s=60.0),
+        case("T-I", "cuda_graph").id: entry(5800.0, 3, untimed_s=12.0, compile_s=16.0, speedup={"median": 5.5}),
+    }
+    (alone,) = estimate([case("T-I", "cuda_graph")], entries, latency_only=True)
+    assert alone["timed_s"] == pytest.approx(5.8 * 3) and alone["untimed_s"] == pytest.approx(12.0)
+    # Beside eager (not selected: its round is the rung's times its speedup, a long warm-up its breakdown).
+    (beside,) = estimate([case("T-I", "cuda_graph")], entries)
+    assert beside["timed_s"] == pytest.approx(31.9 * 3 + 5.8 * 3) and beside["untimed_s"] == pytest.approx(31.9 + 12.0)
+    (selected,) = estimate([case("T-I", "eager"), case("T-I", "cuda_graph")], entries, latency_only=True)
+    assert selected["timed_s"] == pytest.approx(32.0 * 3 + 5.8 * 3)   # eager selected: it runs as usual
+
+
 def test_a_long_round_that_compiles_nothing_is_not_run_again_for_its_breakdown():
     long = entry(30000.0, 3)     # an entry from before untimed seconds were recorded
     (row,) = estimate([case("T-I", "eager")], {case("T-I", "eager").id: long})

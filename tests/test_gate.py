@@ -241,3 +241,18 @@ def test_a_slower_host_lowers_the_floor_by_the_levers_own_host_bound_share():
     assert bl.speedup_allowance(slower["host"], base["host"])[0] == pytest.approx(1.1 / 1.4)
     assert [m for m in bl.check(slower, base, path=PATH, timing=True) if "speedup" in m] == []
     assert bl.speedup_allowance({"launch_us": 15.0, "share": 0.8}, base["host"]) == (1.0, "")   # no reference figure
+
+
+def test_a_rung_timed_without_eager_is_not_judged_on_speedup_requirements():
+    """--latency-only measures no speedup: a declared speedup bar is left unjudged rather than
+    failed, while bars that need no eager (time per output token) still hold."""
+    reqs = [dict(case=CASE, device_class="nvidia-h100", min_speedup=4.0, max_tpot_ms=0.5,
+                 min_module_speedup={"decode": 4.0}, why="declared")]
+    beside = make_result(CASE, samples=noisy(250.0, seed=1), speedup=(2.0, 1.9, 2.1)) | {
+        "device_class": "nvidia-h100", "reference_latency_ms": {"median": 500.0, "ci": [490.0, 510.0]}}
+    alone = make_result(CASE, samples=noisy(250.0, seed=1), speedup=None) | {
+        "device_class": "nvidia-h100", "reference_latency_ms": None}
+    assert len(bl.check_requirements(beside, reqs)) == 3          # speedup, module speedup, TPOT
+    (only,) = bl.check_requirements(alone, reqs)
+    assert "time per output token" in only
+

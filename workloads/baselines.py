@@ -261,8 +261,10 @@ def check_requirements(result: dict, requirements: list[dict]) -> list[str]:
     """Declared performance targets (specifications, not measurements) that apply to this case
     on this device class: `max_tpot_ms`, `min_roofline`, `min_speedup` (judged on the median),
     `min_module_speedup` ({module group: bar}, judged on the breakdown round). A requirement's
-    `device_class` is a prefix of the classes it applies to, or a tuple of such prefixes."""
+    `device_class` is a prefix of the classes it applies to, or a tuple of such prefixes.
+    A result with no eager reference (--latency-only) is not judged on speedups."""
     failures = []
+    timed_beside_eager = not ("reference_latency_ms" in result and result["reference_latency_ms"] is None)
     for req in requirements:
         if req["case"] != result["case"] or not result["device_class"].startswith(req["device_class"]):
             continue
@@ -274,6 +276,8 @@ def check_requirements(result: dict, requirements: list[dict]) -> list[str]:
         roof = (result.get("roofline") or {}).get("fraction")
         if "min_roofline" in req and (roof is None or roof < req["min_roofline"]):
             failures.append(f"{result['case']}: roofline {roof if roof is None else f'{roof:.1%}'} is under {req['min_roofline']:.0%} ({why})")
+        if not timed_beside_eager:
+            continue
         sp = (result.get("speedup") or {}).get("median")
         if "min_speedup" in req and (sp is None or sp < req["min_speedup"]):
             failures.append(f"{result['case']}: speedup {sp if sp is None else f'{sp:.2f}x'} is under {req['min_speedup']}x ({why})")

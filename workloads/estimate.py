@@ -21,10 +21,11 @@ def _rounds(entry: dict) -> int:
     return int(runs[-1]["rounds"]) if runs else len(entry["latency_ms"]["samples"])
 
 
-def estimate(cases, entries: dict[str, dict]) -> list[dict]:
+def estimate(cases, entries: dict[str, dict], latency_only: bool = False) -> list[dict]:
     """One row per input, in run order: its cases, the seconds of its timed rounds, untimed
     rounds, model build (the first input of a model) and setup, and the cases without a
-    baseline entry (their time is not counted)."""
+    baseline entry (their time is not counted). With `latency_only` (--latency-only) an input
+    whose eager case is not selected runs no eager rounds."""
     groups: dict[tuple, list] = {}
     for c in cases:
         groups.setdefault((c.workload, c.model, c.task, c.scale, c.batch), []).append(c)
@@ -48,15 +49,16 @@ def estimate(cases, entries: dict[str, dict]) -> list[dict]:
             rows.append({"input": f"{model}/{task}/{scale}/bs{batch}", "cases": len(group), "missing": missing,
                          "timed_s": 0.0, "untimed_s": 0.0, "setup_s": 0.0, "unbuilt": True, "modelled": False})
             continue
+        alone = latency_only and all(c.lever != "eager" for c in group)
         rounds = max(_rounds(e) for e in found.values())
-        timed = eager_ms * rounds + sum(e["latency_ms"]["median"] * _rounds(e) for e in rungs.values())
+        timed = (0.0 if alone else eager_ms * rounds) + sum(e["latency_ms"]["median"] * _rounds(e) for e in rungs.values())
         # Each side's seconds outside its timed rounds and setup, as its entry measured them;
         # an entry older than that figure counts its round times the rounds it runs untimed: a
         # warm-up, an instrumented round unless a long warm-up stood for it, and for a
         # workload that decodes nothing a whole run under the profiler to count its kernels.
         whole = 0 if any(e.get("tpot_ms") for e in found.values()) else 1
-        sides = [(eager, eager_ms, False)] + [(e, e["latency_ms"]["median"], "graphs" in (e.get("counters") or {}))
-                                              for e in rungs.values()]
+        sides = ([] if alone else [(eager, eager_ms, False)]) + [
+            (e, e["latency_ms"]["median"], "graphs" in (e.get("counters") or {})) for e in rungs.values()]
         modelled = any(e is None or e.get("untimed_s") is None for e, _, _ in sides)
         untimed = sum(e["untimed_s"] if e is not None and e.get("untimed_s") is not None
                       else ms / 1e3 * (1 + (compiled or ms < LONG_ROUND_MS) + whole) for e, ms, compiled in sides)

@@ -60,6 +60,9 @@ class Session:
     planned: list = field(default_factory=list)
     started: set = field(default_factory=set)
     done: dict = field(default_factory=dict)
+    # --latency-only: a rung is timed alone, with no eager reference beside it, unless the
+    # eager case of its input is itself selected (then the group runs as usual).
+    latency_only: bool = False
 
     def plan(self, cases) -> None:
         self.planned = list(cases)
@@ -232,14 +235,21 @@ def _run_group(group: list[Case], session: Session) -> dict:
     batch = wl.inputs(first.task, first.scale, first.batch, model, device)
     decoders = session.decoders_for((first.model, wl.cache_group(first.task), first.batch))
     ref = wl.runner(model, batch, Plan(), decoders)
-    eager = Variant("eager", ref.run, ref.prepare)
+    # Latency only: no eager rounds at all. The pull-request subset's point is whether a change
+    # made a rung slower than its baseline; Chameleon T-I's eager reference alone (a warm-up and
+    # three rounds of 27-55 s) would take most of a 5-minute budget.
+    alone = session.latency_only and all(c.lever != "eager" for c in group)
+    eager = None if alone else Variant("eager", ref.run, ref.prepare)
     ref_key = _ref_key(first)
     cached = session.reference.get(ref_key)
     # Warm-up rounds double as the peak-memory measurement of each side, a rung's right after its
     # own setup; an eager reference this session already ran is warm, and its peak is the one
     # measured then.
     with Stopclock() as eager_untimed:
-        eager_memory, eager_warm = (cached["memory"], None) if cached else _warm_up(eager, Plan(), device)
+        if alone:
+            eager_memory, eager_warm = None, None
+        else:
+            eager_memory, eager_warm = (cached["memory"], None) if cached else _warm_up(eager, Plan(), device)
     results: dict = {}
     rungs: list[_Rung] = []
     for c in group:
@@ -261,9 +271,14 @@ def _run_group(group: list[Case], session: Session) -> dict:
                 raise
             results[c.id] = e
     # A rung that fails in the timed rounds (after a good warm-up) fails the group's first case.
-    variants = [eager] + [r.variant for r in rungs if r.variant is not None]
+    variants = [r.variant for r in rungs if r.variant is not None]
+    schedule = replace(SCHEDULES[device.type], warmup=0)   # warmed up above
     with md.OtherLoad() as others:
-        interleave(variants, device, replace(SCHEDULES[device.type], warmup=0))   # warmed up above
+        if alone:
+            for v in variants:   # each on its own schedule, as it would run beside eager
+                interleave([v], device, schedule)
+        else:
+            interleave([eager] + variants, device, schedule)
 
     def instrumented(v):
         return breakdown.modules(v.once(device, record=False, spans=True), share=wl.share_spans)
@@ -272,10 +287,14 @@ def _run_group(group: list[Case], session: Session) -> dict:
         found = _breakdown_of_warm_up(warm, v, wl)
         return found if found is not None else instrumented(v)
 
-    with Stopclock() as clock:
-        eager_modules = cached["modules"] if cached else modules(eager, eager_warm)
-    session.reference[ref_key] = {"memory": eager_memory, "modules": eager_modules, "share": (cached or {}).get("share"),
-                                  "untimed_s": (cached or {}).get("untimed_s", 0.0) + eager_untimed.s + clock.s}
+    if alone:
+        reference = {"memory": None, "modules": None, "share": None, "untimed_s": 0.0}
+    else:
+        with Stopclock() as clock:
+            eager_modules = cached["modules"] if cached else modules(eager, eager_warm)
+        reference = session.reference[ref_key] = {
+            "memory": eager_memory, "modules": eager_modules, "share": (cached or {}).get("share"),
+            "untimed_s": (cached or {}).get("untimed_s", 0.0) + eager_untimed.s + clock.s}
     for r in rungs:
         if r.variant is not None:
             with Stopclock() as clock:
@@ -285,10 +304,10 @@ def _run_group(group: list[Case], session: Session) -> dict:
     for r in sorted(rungs, key=lambda r: r.variant is not None):
         try:
             with Stopclock() as clock:
-                results[r.case.id] = result = _result(r, ref, eager, others, model, batch, wl, session)
+                results[r.case.id] = result = _result(r, ref, eager, reference, others, model, batch, wl, session)
             # Seconds this case cost outside its timed rounds and its setup (compile_s, capture_s):
             # warm-up, breakdown, kernel counting, probes.
-            own = session.reference[ref_key]["untimed_s"] if r.variant is None else r.untimed_s
+            own = reference["untimed_s"] if r.variant is None else r.untimed_s
             result["untimed_s"] = round(own + clock.s, 2)
         except Exception as e:
             if r.case is first:
@@ -297,16 +316,17 @@ def _run_group(group: list[Case], session: Session) -> dict:
     return results
 
 
-def _result(rung: _Rung, ref, eager: Variant, others, model, batch, wl, session: Session) -> dict:
+def _result(rung: _Rung, ref, eager: Variant | None, reference: dict, others, model, batch, wl,
+            session: Session) -> dict:
+    """`eager` is None where the rung ran alone (--latency-only): no speedup, no reference
+    figures. `reference` holds the eager side's memory, modules and host share."""
     device, case, plan, lever, setup = session.device, rung.case, rung.plan, rung.runner, rung.setup
     is_reference = rung.variant is None
     ours = eager if is_reference else rung.variant
-    ref_key = _ref_key(case)
-    reference = session.reference[ref_key]   # the eager side's memory, modules and host share
     n = batch.new_tokens
     e2e = ours.series("end")
     # The reference's rounds that this rung shared: its i-th sample pairs with eager's i-th.
-    ref_e2e = eager.series("end")[:len(e2e)]
+    ref_e2e = None if eager is None else eager.series("end")[:len(e2e)]
     tpot = _tpot(ours, n)
     autoregressive = tpot is not None
     ttft = ours.series("first_token") if autoregressive else None
@@ -323,20 +343,21 @@ def _result(rung: _Rung, ref, eager: Variant, others, model, batch, wl, session:
         "latency_ms": {"metric": "e2e"} | _summ(e2e),
         "ttft_ms": _summ(ttft, 1) if autoregressive else None,
         "tpot_ms": _summ(tpot, 2) if autoregressive else None,
-        "reference_latency_ms": _summ(ref_e2e, 3),
-        "speedup": None if is_reference else ratio_of_medians(ref_e2e, e2e, paired=True).as_dict(),
+        "reference_latency_ms": None if ref_e2e is None else _summ(ref_e2e, 3),
+        "speedup": None if is_reference or ref_e2e is None else ratio_of_medians(ref_e2e, e2e, paired=True).as_dict(),
         "peak_memory": reference["memory"] if is_reference else rung.memory,
         "reference_peak_memory": reference["memory"],
         "build_s": session.build_s.get(case.model),
         "compile_s": setup.get("compile_s"),
         "capture_s": setup.get("capture_s"),
         "vocoder_setup_s": setup.get("vocoder_setup_s"),
-        "agreement": None if is_reference else _agreement([eager, ours]),
+        "agreement": None if is_reference or eager is None else _agreement([eager, ours]),
     }
     sides = {"eager": reference["modules"]} | ({} if is_reference else {"lever": rung.modules})
-    if any(sides.values()):
+    sides = {side: m for side, m in sides.items() if m is not None}
+    if sides:
         result["modules_ms"] = sides
-        if not is_reference:
+        if "eager" in sides and "lever" in sides:
             result["module_speedup"] = breakdown.group_speedup(sides["eager"], sides["lever"], wl.module_groups)
         span_flops = getattr(wl, "span_flops", None)
         if span_flops is not None:
@@ -364,7 +385,7 @@ def _result(rung: _Rung, ref, eager: Variant, others, model, batch, wl, session:
                       "gc_full": statistics.median(ours.gc_full) if ours.gc_full else None}
     if is_reference:
         reference["share"] = share
-    elif share is not None:
+    elif share is not None and eager is not None:
         # The reference's own host-bound share sets how far a faster host lowers the speedup
         # (baselines.speedup_allowance); measured once per reference and session.
         if reference.get("share") is None:

@@ -21,7 +21,8 @@ def row(result: dict, gate: str) -> dict:
         "compile_s": result.get("compile_s"),
         "peak_mb": (result.get("peak_memory") or {}).get("peak_mb"),
         "gate": gate,
-        "modules": (result.get("modules_ms") or {}).get("lever" if sp is not None else "eager"),
+        # A lever's own side, or eager's in the eager case (a lever timed alone has only its own).
+        "modules": (result.get("modules_ms") or {}).get("lever", (result.get("modules_ms") or {}).get("eager")),
         "counters": result.get("counters") or {},
         "host_share": (result.get("host") or {}).get("share"),
         "on_cpu": (result.get("host") or {}).get("on_cpu"),
