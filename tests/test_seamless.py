@@ -256,6 +256,27 @@ def test_compiled_vocoder_whole_waveform_when_frames_fill_the_bucket(model):
     torch.testing.assert_close(wave, ref_wave, atol=WAVE_ATOL, rtol=0)
 
 
+def _conv2d_vocoder(model):
+    """The vocoder the vocoder_conv2d stack runs, compiled on the CPU (its graph needs CUDA)."""
+    b = _batch(model, "T-S", [3], 3, 0)
+    return WL.runner(model, b, _plan(WL, "compile+kv_reorder+vocoder_conv2d", "T-S"), _DECODERS).vocoder
+
+
+@given(rows=st.lists(st.integers(1, 64), min_size=1, max_size=2), seed=seeds)
+@example(rows=[64, 20], seed=1)
+def test_vocoder_with_2d_convolutions_matches_library(model, rows, seed):
+    """The 1-D convolutions as channels-last 2-D ones: the library's waveform, to the same
+    tolerance and padding reach; the library's own module keeps its 1-D convolutions."""
+    voc = _conv2d_vocoder(model)
+    assert voc.hifi_gan is not model.vocoder.hifi_gan
+    assert not any(type(m) is torch.nn.Conv1d for m in voc.hifi_gan.modules())
+    assert any(type(m) is torch.nn.Conv1d for m in model.vocoder.hifi_gan.modules())
+    units = _units(model, rows, seed)
+    ref_wave, ref_lengths = _library_vocoder(model, units)
+    wave, lengths = voc(units, model.generation_config.vocoder_lang_code_to_id[seamless.TGT_LANG])
+    _assert_waveform(model, wave, lengths, ref_wave, ref_lengths, voc.bucket, f"2-D conv vocoder, rows {rows}")
+
+
 def test_vocoder_padding_reach(model):
     """PAD_REACH_FRAMES is the reach of the padding: forward-mode AD marks every output sample
     that frames past the end can change (exact zeros elsewhere, not a tolerance)."""
@@ -490,12 +511,12 @@ def test_units_per_character(built, batch, tokens, seed):
 # -- 7: the case matrix -----------------------------------------------------------------------
 def test_case_matrix_at_tiny_scale():
     cases = matrix("seamless", LEVERS, "tiny")
-    assert len(cases) == 4 * 2 * 7
+    assert len(cases) == 4 * 2 * 8      # four tasks, two batches, the ladder of eight rungs (sdpa included)
     assert {(c.task, c.batch) for c in cases} == {(t, b) for t in TASKS for b in (1, WL.tiny_max_batch)}
     assert WL.tiny_max_batch == 4
     ids = {c.id: c for c in cases}
     assert len(ids) == len(cases)
-    assert "seamless-tiny/S-S/vocoder_cuda_graph/tiny/bs1" in ids
+    assert "seamless-tiny/S-S/vocoder_cuda_graph/tiny/bs1" in ids and "seamless-tiny/S-S/vocoder_conv2d/tiny/bs1" in ids
     pr = {(c.task, c.lever) for c in cases if "pr" in c.marks}
     assert pr == {(t, lv) for t in TASKS for lv in ("eager", "kv_reorder", "vocoder_cuda_graph")}
     assert all(c.batch == 1 for c in cases if "pr" in c.marks)
@@ -521,13 +542,15 @@ def test_case_matrix_at_paper_scale():
     assert all("slow" in c.marks for c in cases if c.batch > 1)
 
 
-@pytest.mark.parametrize("lever", ["vocoder_compile", "vocoder_cuda_graph"])
+@pytest.mark.parametrize("lever", ["vocoder_compile", "vocoder_cuda_graph", "vocoder_conv2d"])
 def test_vocoder_levers_apply_to_speech_output_only(lever):
     gpu = torch.device("cuda")   # where the whole ladder applies; no GPU is needed to plan
     for task, t in TASKS.items():
         plan, reason = plan_for(lever, Context(gpu, WL.supports_for(task)), WL.ladder)
         if t.speech_out:
-            assert reason is None and plan.vocoder == lever.removeprefix("vocoder_")
+            assert reason is None
+            assert plan.vocoder == ("cuda_graph" if lever == "vocoder_conv2d" else lever.removeprefix("vocoder_"))
+            assert plan.vocoder_conv2d == (lever == "vocoder_conv2d")
             assert plan.kv_reorder and plan.compile and plan.cuda_graph
         else:
             assert plan is None and "speech" in reason, f"{lever} on {task}: {reason}"

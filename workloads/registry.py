@@ -138,7 +138,8 @@ class TranslationWorkload(_Family):
     tasks: dict = field(default_factory=lambda: dict(speech.TASKS))
     # Seed paper 1, Table V: text decoder compile, + its CUDA graph, + the compiled in-place
     # reorder, + vocoder compile, + vocoder CUDA graph; each on top of the last.
-    ladder: tuple[str, ...] = ("eager", "compile", "cuda_graph", "kv_reorder", "vocoder_compile", "vocoder_cuda_graph")
+    ladder: tuple[str, ...] = ("eager", "compile", "cuda_graph", "kv_reorder", "vocoder_compile", "vocoder_cuda_graph",
+                               "vocoder_conv2d")
     pr_levers: tuple[str, ...] = ("eager", "kv_reorder", "vocoder_cuda_graph")   # top of each task's ladder
     sources: tuple[str, ...] = (   # see `foreign_sources`
         "workloads/models/seamless.py", "workloads/tasks/speech.py", "workloads/engine/translate.py",
@@ -232,12 +233,13 @@ class TranslationWorkload(_Family):
                 dec.compile(**plan.compile_options)
         voc = None
         if batch.task.speech_out:
-            vkey = ("vocoder", id(model), plan.vocoder)
+            vkey = ("vocoder", id(model), plan.vocoder, plan.vocoder_conv2d)
             voc = decoders.get(vkey)
             if voc is None:
-                fns = decoders.setdefault(("vocoder_fns", id(model)), {})   # compiled buckets, shared by the graph rung
+                # Compiled buckets, shared by the graph rung of the same layout.
+                fns = decoders.setdefault(("vocoder_fns", id(model), plan.vocoder_conv2d), {})
                 voc = decoders[vkey] = tr.Vocoder(model.vocoder, plan.vocoder, compiled=fns,
-                                                  inductor_options=plan.vocoder_options)
+                                                  inductor_options=plan.vocoder_options, conv2d=plan.vocoder_conv2d)
         return tr.TranslateRunner(model, batch, dec, voc, use_graph=plan.cuda_graph,
                                   attn_implementation=plan.attn_implementation, tgt_lang=self.tgt_lang)
 

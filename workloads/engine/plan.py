@@ -14,6 +14,7 @@ class Plan:
     kv_reorder: bool = False             # beam search: reorder the self-attention cache in place, skip cross-attention
     vocoder: str = "eager"               # "eager" | "compile" | "cuda_graph": how the waveform generator runs
     vocoder_options: dict = field(default_factory=dict, hash=False, compare=False)   # inductor options for it
+    vocoder_conv2d: bool = False         # its 1-D convolutions as channels-last 2-D ones (compiled paths)
     levers: tuple[str, ...] = ()         # the stack that produced this plan, in order
 
     def with_(self, **changes) -> "Plan":

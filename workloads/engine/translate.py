@@ -17,6 +17,7 @@ from transformers.cache_utils import EncoderDecoderCache
 from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import _compute_new_attention_mask
 
 from .beam_decode import BeamDecoder
+from .conv_layout import conv1d_as_channels_last_2d
 from .graphs import capture_graph, compile_own, null_span, warm_on_side_stream
 from .library import LibraryRunner, _MarkFirstToken, set_attention
 
@@ -163,10 +164,15 @@ class Vocoder:
     """
 
     def __init__(self, module, mode: str = "eager", *, bucket: int = 64, unit_bucket: int = 32,
-                 inductor_options: dict | None = None, compiled: dict | None = None):
+                 inductor_options: dict | None = None, compiled: dict | None = None, conv2d: bool = False):
         if mode not in ("eager", "compile", "cuda_graph"):
             raise ValueError(f"vocoder mode {mode!r}: expected eager, compile or cuda_graph")
+        if conv2d and mode == "eager":
+            raise ValueError("vocoder conv2d: the 2-D layout is for the compiled paths (mode compile or cuda_graph)")
         self.module, self.mode, self.bucket, self.unit_bucket = module, mode, bucket, unit_bucket
+        # The convolution stack stage B runs: the library's, or a copy with its 1-D convolutions
+        # as channels-last 2-D ones (the library's module, which eager runs, is left as it is).
+        self.hifi_gan = conv1d_as_channels_last_2d(module.hifi_gan) if conv2d else module.hifi_gan
         self.inductor_options = inductor_options or None
         self._compiled: dict[tuple, object] = {} if compiled is None else compiled   # may be shared
         self._graphs_a: dict[tuple, tuple] = {}
@@ -210,7 +216,7 @@ class Vocoder:
         x = (x * (t < ends[:, -1:]).unsqueeze(-1).to(x.dtype)).transpose(1, 2)   # zeros past each row's frames
         spkr_e = voc.speaker_embedding(spkr).transpose(1, 2).expand(-1, -1, frames)
         lang_e = voc.language_embedding(lang).transpose(1, 2).expand(-1, -1, frames)
-        return voc.hifi_gan(torch.cat([lang_e, x, spkr_e], dim=1))
+        return self.hifi_gan(torch.cat([lang_e, x, spkr_e], dim=1))
 
     def _compiled_b(self, key: tuple):
         fn = self._compiled.get(key)

@@ -14,7 +14,8 @@ from .base import Context, Lever
 LEVERS: dict[str, Lever] = {
     lv.name: lv
     for lv in (eager.LEVER, sdpa.LEVER, _compile.LEVER, cuda_graph.LEVER, kv_reorder.LEVER,
-               vocoder.COMPILE, vocoder.CUDA_GRAPH, hstu_attention.MEMORY_EFFICIENT, hstu_attention.FUSED)
+               vocoder.COMPILE, vocoder.CUDA_GRAPH, vocoder.CONV2D, hstu_attention.MEMORY_EFFICIENT,
+               hstu_attention.FUSED)
 }
 
 # Seed paper 1, Section IV-A: SDPA, then torch.compile, then CUDA graphs, each on top of the last.

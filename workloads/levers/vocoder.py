@@ -1,4 +1,5 @@
-"""vocoder_compile / vocoder_cuda_graph: the waveform generator compiled, then replayed as a CUDA graph.
+"""vocoder_compile / vocoder_cuda_graph / vocoder_conv2d: the waveform generator compiled, then
+replayed as a CUDA graph, then with its 1-D convolutions run as channels-last 2-D ones.
 
 A unit vocoder (HiFi-GAN) is a stack of many small convolutions: in eager mode at batch 1 it is
 launch-bound. Seed paper 1 (Table V, Fig. 7) reports 18.4x from compiling it and 30x with CUDA
@@ -39,3 +40,14 @@ CUDA_GRAPH = Lever(
     why_not=_why_not_graph,
     needs_cuda=True,
 )
+# Beyond the paper's Table V: graphed, the vocoder no longer waits on launches (its S-S case is
+# 9% host-bound on an H200, README) and what is left is its convolution kernels; 1-D
+# convolutions get none of the channels-last kernels 2-D ones get.
+CONV2D = Lever(
+    "vocoder_conv2d",
+    "the vocoder's 1-D convolutions as channels-last 2-D convolutions, compiled (and graphed where stacked on it)",
+    apply=lambda plan, ctx: plan.with_(engine="static", vocoder=plan.vocoder if plan.vocoder != "eager" else "compile",
+                                       vocoder_options=plan.vocoder_options or _options(ctx), vocoder_conv2d=True),
+    why_not=_why_not_compile,
+)
+
