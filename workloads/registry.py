@@ -143,8 +143,8 @@ class TranslationWorkload(_Family):
     pr_levers: tuple[str, ...] = ("eager", "kv_reorder", "vocoder_cuda_graph")   # top of each task's ladder
     sources: tuple[str, ...] = (   # see `foreign_sources`
         "workloads/models/seamless.py", "workloads/tasks/speech.py", "workloads/engine/translate.py",
-        "workloads/engine/beam_decode.py", "workloads/levers/kv_reorder.py", "workloads/levers/vocoder.py",
-        "perf_tests/test_seamless.py",
+        "workloads/engine/beam_decode.py", "workloads/engine/conv_layout.py", "workloads/levers/kv_reorder.py",
+        "workloads/levers/vocoder.py", "perf_tests/test_seamless.py",
     )
     # The text decoder is ~15% of an optimized run (1 ms a step): coordinate-descent tuning
     # would add minutes of compile to the pull-request gate for a few milliseconds.
