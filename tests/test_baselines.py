@@ -200,6 +200,11 @@ def test_fold_pools_a_gate_runs_case_log_once(tmp_path):
     other = bl.fold(tmp_path, [_log(tmp_path, "other.jsonl", run_of((20.0, 20.1), "d2", source="beef"))])
     assert other[0].startswith("m/T-T/compile/tiny/bs1: skipped, run by other code") and "'beef'" in other[0]
     assert bl.load(path)["cases"]["m/T-T/compile/tiny/bs1"]["latency_ms"]["samples"] == [5.0, 5.2, 9.0, 9.4]
+    # A pull-request gate's run (--latency-only) measured no speedup: it is not pooled.
+    alone = run_of((7.0, 7.1), "d3") | {"speedup": None, "reference_latency_ms": None}
+    (line,) = bl.fold(tmp_path, [_log(tmp_path, "pr.jsonl", alone)])
+    assert "skipped, timed without eager beside it (--latency-only)" in line
+    assert bl.load(path)["cases"]["m/T-T/compile/tiny/bs1"]["min_speedup"] is not None
 
 
 @pytest.mark.parametrize("bad, match", [

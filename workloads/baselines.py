@@ -446,6 +446,11 @@ def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
         if entry is None:
             raise BaselineError(f"{where}: case {cid} has no entry in {path} to pool with; "
                                 f"measure it with --update-baselines first")
+        if "reference_latency_ms" in result and result["reference_latency_ms"] is None:
+            # A rung timed alone (--latency-only) has no speedup: pooled, it would erase the floor.
+            skipped.append(f"{cid}: skipped, timed without eager beside it (--latency-only), so it has no speedup "
+                           f"to pool; its latency is gated, not stored")
+            continue
         if not same_code(entry, result):
             skipped.append(f"{cid}: skipped, run by other code than its entry ({', '.join(_CODE)}: run "
                            f"{[result['provenance'].get(k) for k in _CODE]}, entry {[entry['provenance'].get(k) for k in _CODE]}); "
