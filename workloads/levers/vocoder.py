@@ -46,8 +46,10 @@ CUDA_GRAPH = Lever(
 CONV2D = Lever(
     "vocoder_conv2d",
     "the vocoder's 1-D convolutions as channels-last 2-D convolutions, compiled (and graphed where stacked on it)",
+    # Inductor's default mode: max-autotune would benchmark convolution templates for every 2-D
+    # convolution shape of the stack, in every length bucket.
     apply=lambda plan, ctx: plan.with_(engine="static", vocoder=plan.vocoder if plan.vocoder != "eager" else "compile",
-                                       vocoder_options=plan.vocoder_options or _options(ctx), vocoder_conv2d=True),
+                                       vocoder_options={}, vocoder_conv2d=True),
     why_not=_why_not_compile,
 )
 
