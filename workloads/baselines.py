@@ -257,6 +257,12 @@ def host_allowance(now: dict | None, then: dict | None) -> tuple[float, str]:
                        f"{share:.0%} host-bound share")
 
 
+def timed_alone(result: dict) -> bool:
+    """Whether a result's rung ran with no eager rounds beside it (--latency-only): it says so
+    with a null reference latency."""
+    return "reference_latency_ms" in result and result["reference_latency_ms"] is None
+
+
 def check_requirements(result: dict, requirements: list[dict]) -> list[str]:
     """Declared performance targets (specifications, not measurements) that apply to this case
     on this device class: `max_tpot_ms`, `min_roofline`, `min_speedup` (judged on the median),
@@ -264,7 +270,6 @@ def check_requirements(result: dict, requirements: list[dict]) -> list[str]:
     `device_class` is a prefix of the classes it applies to, or a tuple of such prefixes.
     A result with no eager reference (--latency-only) is not judged on speedups."""
     failures = []
-    timed_beside_eager = not ("reference_latency_ms" in result and result["reference_latency_ms"] is None)
     for req in requirements:
         if req["case"] != result["case"] or not result["device_class"].startswith(req["device_class"]):
             continue
@@ -276,7 +281,7 @@ def check_requirements(result: dict, requirements: list[dict]) -> list[str]:
         roof = (result.get("roofline") or {}).get("fraction")
         if "min_roofline" in req and (roof is None or roof < req["min_roofline"]):
             failures.append(f"{result['case']}: roofline {roof if roof is None else f'{roof:.1%}'} is under {req['min_roofline']:.0%} ({why})")
-        if not timed_beside_eager:
+        if timed_alone(result):
             continue
         sp = (result.get("speedup") or {}).get("median")
         if "min_speedup" in req and (sp is None or sp < req["min_speedup"]):
@@ -446,8 +451,8 @@ def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
         if entry is None:
             raise BaselineError(f"{where}: case {cid} has no entry in {path} to pool with; "
                                 f"measure it with --update-baselines first")
-        if "reference_latency_ms" in result and result["reference_latency_ms"] is None:
-            # A rung timed alone (--latency-only) has no speedup: pooled, it would erase the floor.
+        if timed_alone(result):
+            # No speedup: pooled, it would erase the entry's floor.
             skipped.append(f"{cid}: skipped, timed without eager beside it (--latency-only), so it has no speedup "
                            f"to pool; its latency is gated, not stored")
             continue

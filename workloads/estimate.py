@@ -10,7 +10,7 @@ kernel count). The process's start is not in it.
 """
 from __future__ import annotations
 
-from .harness import LONG_ROUND_MS
+from .harness import LONG_ROUND_MS, runs_alone
 from .registry import WORKLOADS
 
 _SETUP = ("compile_s", "capture_s", "vocoder_setup_s")
@@ -49,7 +49,7 @@ def estimate(cases, entries: dict[str, dict], latency_only: bool = False) -> lis
             rows.append({"input": f"{model}/{task}/{scale}/bs{batch}", "cases": len(group), "missing": missing,
                          "timed_s": 0.0, "untimed_s": 0.0, "setup_s": 0.0, "unbuilt": True, "modelled": False})
             continue
-        alone = latency_only and all(c.lever != "eager" for c in group)
+        alone = runs_alone(latency_only, group)
         rounds = max(_rounds(e) for e in found.values())
         timed = (0.0 if alone else eager_ms * rounds) + sum(e["latency_ms"]["median"] * _rounds(e) for e in rungs.values())
         # Each side's seconds outside its timed rounds and setup, as its entry measured them;

@@ -198,6 +198,14 @@ class _Rung:
     untimed_s: float = 0.0           # its seconds outside the timed rounds and its setup, so far
 
 
+def runs_alone(latency_only: bool, group) -> bool:
+    """Whether an input's selected rungs are timed without eager rounds (--latency-only): the
+    pull-request subset asks whether a change made a rung slower than its baseline, and
+    Chameleon T-I's eager reference alone (a warm-up and three rounds of 27-60 s) would take
+    most of a 5-minute budget. Where the eager case is itself selected it runs as usual."""
+    return latency_only and all(c.lever != "eager" for c in group)
+
+
 def run_case(case: Case, session: Session) -> dict:
     """The case's result. The first case of an eager reference that the session has planned
     (see Session.plan) times every planned rung of that reference in one interleaved loop, and
@@ -235,10 +243,7 @@ def _run_group(group: list[Case], session: Session) -> dict:
     batch = wl.inputs(first.task, first.scale, first.batch, model, device)
     decoders = session.decoders_for((first.model, wl.cache_group(first.task), first.batch))
     ref = wl.runner(model, batch, Plan(), decoders)
-    # Latency only: no eager rounds at all. The pull-request subset's point is whether a change
-    # made a rung slower than its baseline; Chameleon T-I's eager reference alone (a warm-up and
-    # three rounds of 27-55 s) would take most of a 5-minute budget.
-    alone = session.latency_only and all(c.lever != "eager" for c in group)
+    alone = runs_alone(session.latency_only, group)
     eager = None if alone else Variant("eager", ref.run, ref.prepare)
     ref_key = _ref_key(first)
     cached = session.reference.get(ref_key)

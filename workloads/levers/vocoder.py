@@ -40,8 +40,8 @@ CUDA_GRAPH = Lever(
     why_not=_why_not_graph,
     needs_cuda=True,
 )
-# Beyond the paper's Table V: graphed, the vocoder no longer waits on launches (its S-S case is
-# 9% host-bound on an H200, README) and what is left is its convolution kernels; 1-D
+# Beyond the paper's Table V: graphed, the vocoder no longer waits on launches (S-S with
+# vocoder_cuda_graph is 9% host-bound as a whole on an H200, README) and what is left is its convolution kernels; 1-D
 # convolutions get none of the channels-last kernels 2-D ones get.
 CONV2D = Lever(
     "vocoder_conv2d",
@@ -52,4 +52,3 @@ CONV2D = Lever(
                                        vocoder_options={}, vocoder_conv2d=True),
     why_not=_why_not_compile,
 )
-

@@ -94,4 +94,3 @@ def slow_mode(samples, above: float, min_share: float = 0.2, min_count: int = 3)
     if slow.size < max(min_count, min_share * x.size):
         return None
     return int(slow.size), float(np.median(slow))
-

@@ -10,6 +10,7 @@ def row(result: dict, gate: str) -> dict:
     """A case's line in the summaries, from its result and its gate verdict."""
     sp = result.get("speedup")
     roof = result.get("roofline")
+    modules = result.get("modules_ms") or {}
     return {
         "case": result["case"],
         "rounds": result["rounds"],
@@ -22,7 +23,7 @@ def row(result: dict, gate: str) -> dict:
         "peak_mb": (result.get("peak_memory") or {}).get("peak_mb"),
         "gate": gate,
         # A lever's own side, or eager's in the eager case (a lever timed alone has only its own).
-        "modules": (result.get("modules_ms") or {}).get("lever", (result.get("modules_ms") or {}).get("eager")),
+        "modules": modules.get("lever", modules.get("eager")),
         "counters": result.get("counters") or {},
         "host_share": (result.get("host") or {}).get("share"),
         "on_cpu": (result.get("host") or {}).get("on_cpu"),
