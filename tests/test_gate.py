@@ -62,6 +62,29 @@ def test_counters_missing_from_a_run_are_not_compared():
     assert bl.check(cpu_run, base, path=PATH, timing=False) == []
 
 
+def test_kernels_are_compared_without_cublas_auxiliary_kernels():
+    """cuBLAS picks a GEMM's algorithm per process: a split-K reduction or a GEMV's copy-out more
+    or less is not a changed program (on an H200 one Seamless step counted 591 to 735 kernels)."""
+    base = entry(noisy(250.0, seed=1), graphs=2, kernels_per_step=591.0, blas_helpers_per_step=0.0)
+    other_choice = make_result(CASE, samples=noisy(250.0, seed=2), graphs=2, kernels_per_step=663.0,
+                               blas_helpers_per_step=72.0)
+    assert bl.check(other_choice, base, path=PATH, timing=False) == []
+    one_more = make_result(CASE, samples=noisy(250.0, seed=2), graphs=2, kernels_per_step=664.0,
+                           blas_helpers_per_step=72.0)
+    (msg,) = bl.check(one_more, base, path=PATH, timing=False)
+    assert "counter kernels_per_step changed: measured 664.0 (72 of them cuBLAS auxiliary kernels), baseline 591.0 (0)" in msg
+
+
+def test_a_baseline_without_the_auxiliary_count_compares_all_kernels_and_says_why():
+    base = entry(noisy(250.0, seed=1), graphs=2, kernels_per_step=591.0)
+    run = make_result(CASE, samples=noisy(250.0, seed=2), graphs=2, kernels_per_step=663.0, blas_helpers_per_step=72.0)
+    (msg,) = bl.check(run, base, path=PATH, timing=False)
+    assert "measured 663.0, baseline 591.0" in msg and "72 of the measured are cuBLAS auxiliary kernels" in msg
+    assert "measure it again" in msg
+    same = make_result(CASE, samples=noisy(250.0, seed=2), graphs=2, kernels_per_step=591.0, blas_helpers_per_step=0.0)
+    assert bl.check(same, base, path=PATH, timing=False) == []
+
+
 def test_declared_requirements():
     req = [dict(case=CASE, device_class="nvidia-h100", max_tpot_ms=5.6, min_roofline=0.8, min_speedup=4.0, why="target")]
     r = make_result(CASE, speedup=(3.5, 3.4, 3.6))

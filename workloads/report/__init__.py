@@ -109,8 +109,9 @@ def modules_table(rows: list[dict], markdown: bool = False) -> str:
 
 
 # Counters as the harness names them: per decode step where the case decodes, else per run.
-_COUNTS = (("kernels_per_step", "kernels/step"), ("launches_per_step", "launches/step"),
-           ("kernels_per_run", "kernels/run"), ("launches_per_run", "launches/run"),
+_COUNTS = (("kernels_per_step", "kernels/step"), ("blas_helpers_per_step", "cuBLAS aux/step"),
+           ("launches_per_step", "launches/step"), ("kernels_per_run", "kernels/run"),
+           ("blas_helpers_per_run", "cuBLAS aux/run"), ("launches_per_run", "launches/run"),
            ("graphs", "graphs"), ("graph_breaks", "graph breaks"), ("recompiles", "recompiles"))
 
 
