@@ -155,15 +155,10 @@ def test_other_code_or_other_counters_start_the_entry_afresh(tmp_path):
     assert other["latency_ms"]["samples"] == [8.0, 8.1] and len(other["runs"]) == 1
 
 
-def test_runs_that_differ_only_in_cublas_auxiliary_kernels_pool(tmp_path):
-    path = bl.path_for(tmp_path, "cpu", "tiny")
-    bl.record(path, scale="tiny", result=run_of((5.0, 5.1), "d1", graphs=1, kernels_per_step=591.0, blas_helpers_per_step=0.0))
-    pooled = bl.record(path, scale="tiny", result=run_of((5.2, 5.3), "d2", graphs=1, kernels_per_step=663.0,
-                                                        blas_helpers_per_step=72.0))
-    assert len(pooled["runs"]) == 2 and pooled["counters"]["blas_helpers_per_step"] == 72.0
-    other = bl.record(path, scale="tiny", result=run_of((5.2, 5.3), "d3", graphs=1, kernels_per_step=664.0,
-                                                       blas_helpers_per_step=72.0))
-    assert len(other["runs"]) == 1
+def test_an_entry_keeps_the_kernels_by_name():
+    result = make_result(graphs=1, kernels_per_step=3.0)
+    result["kernel_names"] = {"gemm": 2.0, "softmax": 1.0}
+    assert bl.entry_from_result(result)["kernel_names"] == {"gemm": 2.0, "softmax": 1.0}
 
 
 def test_only_the_last_runs_are_kept(tmp_path):

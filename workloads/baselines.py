@@ -143,27 +143,28 @@ def latency_threshold_for(baseline_samples, floor: float = LATENCY_THRESHOLD) ->
     return max(floor, NOISE_MULTIPLIER * relative_spread(baseline_samples))
 
 
-def _counter_changes(cid: str, measured: dict, stored: dict, path) -> list[str]:
-    """Counters that differ. Kernels are compared without cuBLAS's auxiliary kernels where both
-    sides counted them (measure.counters.BLAS_HELPERS: cuBLAS picks a GEMM's algorithm per
-    process); their own count is reported, never compared."""
-    out = []
-    for key, then in sorted(stored.items()):
-        if key not in measured or key.startswith("blas_helpers"):
-            continue
-        now = measured[key]
-        helpers = "blas_helpers" + key[len("kernels"):] if key.startswith("kernels") else None
-        if helpers and helpers in measured and helpers in stored:
-            if now - measured[helpers] != then - stored[helpers]:
-                out.append(f"{cid}: counter {key} changed: measured {now} ({measured[helpers]:g} of them cuBLAS "
-                           f"auxiliary kernels), baseline {then} ({stored[helpers]:g}) ({path})")
-        elif now != then:
-            hint = ""
-            if helpers and measured.get(helpers):
-                hint = (f"; {measured[helpers]:g} of the measured are cuBLAS auxiliary kernels, which cuBLAS picks "
-                        f"per process, and the baseline predates their count: measure it again")
-            out.append(f"{cid}: counter {key} changed: measured {now}, baseline {then} ({path}){hint}")
+def _counter_changes(cid: str, result: dict, entry: dict, path) -> list[str]:
+    """Counters that differ from the entry's; a changed kernel count names the kernels that
+    changed where both sides recorded them by name."""
+    measured, out = result.get("counters") or {}, []
+    for key, then in sorted((entry.get("counters") or {}).items()):
+        if key in measured and measured[key] != then:
+            out.append(f"{cid}: counter {key} changed: measured {measured[key]}, baseline {then} ({path})"
+                       + (kernel_name_changes(result.get("kernel_names"), entry.get("kernel_names"))
+                          if key.startswith("kernels") else ""))
     return out
+
+
+def kernel_name_changes(now: dict | None, then: dict | None, top: int = 6) -> str:
+    """'; by kernel: +48 memcpy32_post, -24 ...': the names whose counts moved most."""
+    if not now or not then:
+        return ""
+    moved = {k: now.get(k, 0) - then.get(k, 0) for k in set(now) | set(then)}
+    moved = sorted(((d, k) for k, d in moved.items() if d), key=lambda dk: (-abs(dk[0]), dk[1]))
+    if not moved:
+        return ""
+    more = f" and {len(moved) - top} more" if len(moved) > top else ""
+    return "; by kernel: " + ", ".join(f"{d:+g} {k}" for d, k in moved[:top]) + more
 
 
 def check(result: dict, entry: dict, *, path: str | Path, timing: bool,
@@ -175,8 +176,7 @@ def check(result: dict, entry: dict, *, path: str | Path, timing: bool,
     """
     cid = result["case"]
     failures = []
-    measured_counters = result.get("counters") or {}
-    failures += _counter_changes(cid, measured_counters, entry.get("counters", {}), path)
+    failures += _counter_changes(cid, result, entry, path)
     if not timing:
         return failures
     now, then = result.get("host"), entry.get("host")
@@ -366,12 +366,11 @@ def entry_from_result(result: dict, *, previous: dict | None = None, speedup_mar
         "runs": [{"rounds": len(lat["samples"]), "median": lat["median"], "min_speedup": min_sp,
                   "commit": prov.get("commit"), "date": prov.get("date")}],
     }
-    for key in ("ttft_ms", "tpot_ms", "peak_memory", "roofline", "build_s", "compile_s", "capture_s", "vocoder_setup_s", "untimed_s", "gpu_state", "host"):
+    for key in ("ttft_ms", "tpot_ms", "peak_memory", "roofline", "build_s", "compile_s", "capture_s", "vocoder_setup_s", "untimed_s", "gpu_state", "host",
+                "kernel_names"):
         if result.get(key) is not None:
             entry[key] = result[key]
-    if previous is None or not same_code(previous, entry) or \
-            _counter_changes("", entry["counters"], previous.get("counters") or {}, "") or \
-            set(previous.get("counters") or {}) != set(entry["counters"]):
+    if previous is None or not same_code(previous, entry) or previous.get("counters") != entry["counters"]:
         return entry
     runs = (_runs_of(previous) + entry["runs"])[-MAX_RUNS:]
     kept = sum(r["rounds"] for r in runs[:-1])
@@ -484,8 +483,7 @@ def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
                            f"{[result['provenance'].get(k) for k in _CODE]}, entry {[entry['provenance'].get(k) for k in _CODE]}); "
                            f"re-measure it with --update-baselines")
             continue
-        counted = result.get("counters") or {}
-        if _counter_changes(cid, counted, entry.get("counters") or {}, path) or set(counted) != set(entry.get("counters") or {}):
+        if (result.get("counters") or {}) != entry.get("counters"):
             raise BaselineError(f"{where}: case {cid} counted {result.get('counters')}, its entry in {path} "
                                 f"{entry.get('counters')}: the same code ran differently, so the runs do not pool")
         plan.append((path, scale, result))

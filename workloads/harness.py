@@ -162,23 +162,27 @@ def _tpot(variant, n: int) -> list[float] | None:
     return [(e - f) / max(n - 1, 1) for e, f in zip(end, variant.series("first_token"))]
 
 
-def _kernels(runner, n: int, device, e2e_ms: float, tpot: dict | None) -> tuple[dict, float | None]:
-    """A runner's kernel and launch counters (per decode step where it decodes, else per run), and
-    its host-bound share: the GPU's idle fraction of the step's or the run's median wall time."""
+def _kernels(runner, n: int, device, e2e_ms: float, tpot: dict | None) -> tuple[dict, float | None, dict | None]:
+    """A runner's kernel and launch counters (per decode step where it decodes, else per run), its
+    host-bound share (the GPU's idle fraction of the step's or the run's median wall time), and
+    its kernels by name on the same footing, which say what changed when a count does."""
     if n > 0:
         count = getattr(runner, "count_steps", None) or (lambda k: (runner.prepare(), runner.run(None, k)))
         kernels = mc.per_step(count, device)
         if not kernels:
-            return {}, None
+            return {}, None, None
         gpu_ms, wall_ms = kernels.pop("gpu_ms_per_step"), (tpot or {}).get("median")
+        names = kernels.pop("names", None)
         counters = {k: round(v, 2) for k, v in kernels.items()}
     else:   # one forward, no steps: kernels and launches of a whole run
         kernels = mc.count_kernels(lambda: (runner.prepare(), runner.run(None)), device)
         if not kernels:
-            return {}, None
+            return {}, None, None
         gpu_ms, wall_ms = kernels.pop("gpu_ms"), e2e_ms
+        names = kernels.pop("names", None)
         counters = {f"{k}_per_run": v for k, v in kernels.items()}
-    return counters, (mc.host_share(gpu_ms, wall_ms) if wall_ms else None)
+    names = {k: round(v, 2) for k, v in sorted(names.items()) if v} if names else None
+    return counters, (mc.host_share(gpu_ms, wall_ms) if wall_ms else None), names
 
 
 def _ref_key(case: Case) -> tuple:
@@ -376,9 +380,11 @@ def _result(rung: _Rung, ref, eager: Variant | None, reference: dict, others, mo
     counters = {"recompiles": ours.recompiles}
     if plan.compile:
         counters.update(graphs=setup["graphs"], graph_breaks=setup["graph_breaks"])
-    kernels, share = _kernels(lever, n, device, result["latency_ms"]["median"], result["tpot_ms"])
+    kernels, share, names = _kernels(lever, n, device, result["latency_ms"]["median"], result["tpot_ms"])
     counters.update(kernels)
     result["counters"] = counters
+    if names:
+        result["kernel_names"] = names
     # Probed per case, right after its rounds: a host's speed is not a constant of a session.
     # With another job on the same host, host-bound cases ran 40-94% slower while a probe taken
     # at the session's start had seen the host 17% slower.

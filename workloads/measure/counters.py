@@ -4,6 +4,7 @@ They do not suffer timing noise, so they gate on every machine, the CPU included
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -44,10 +45,10 @@ def dynamo_delta():
         d.graph_breaks = after["graph_breaks"] - before["graph_breaks"]
 
 
-# cuBLAS's auxiliary kernels: the reduction of a split-K GEMM and the copy-out of its GEMV
-# path. cuBLAS picks a GEMM's algorithm per process: on an H200 (torch 2.11, CUDA 13.0) one
-# Seamless decode step ran 591, 663, 711 and 735 kernels in four processes of the same code,
-# the difference all of these two kinds (the GEMM kernels themselves were one per GEMM in each).
+# cuBLAS's auxiliary kernels: the reduction of a split-K GEMM and the copy-out of its GEMV path.
+# Counted apart because they show cuBLAS choosing another algorithm for the same GEMM: replayed
+# from a CUDA graph, Seamless's compiled decode step runs 48 more of them than called directly,
+# with the same total (H200, torch 2.11).
 BLAS_HELPERS = ("splitKreduce", "memcpy32_post")
 
 _LAUNCH_APIS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch", "cuGraphLaunch", "cudaLaunchKernelExC", "cuLaunchKernelEx")
@@ -71,14 +72,22 @@ def count_kernels(fn: Callable[[], object], device: torch.device | str) -> dict[
         torch.cuda.synchronize()
     kernels = launches = helpers = 0
     busy_us = 0.0
+    names: Counter[str] = Counter()
     for name, device_type, us in profiled_events(prof):
         if device_type == torch.autograd.DeviceType.CUDA:
             kernels += 1
             busy_us += us
             helpers += any(h in name for h in BLAS_HELPERS)
+            names[kernel_name(name)] += 1
         elif name.startswith(_LAUNCH_APIS):
             launches += 1
-    return {"kernels": kernels, "launches": launches, "blas_helpers": helpers, "gpu_ms": busy_us / 1e3}
+    return {"kernels": kernels, "launches": launches, "blas_helpers": helpers, "gpu_ms": busy_us / 1e3, "names": names}
+
+
+def kernel_name(name: str, width: int = 100) -> str:
+    """A kernel's name short enough to store: C++ template arguments make some thousands of
+    characters long; the head tells the kernel apart."""
+    return name if len(name) <= width else name[: width - 3] + "..."
 
 
 # Names `prof.events()` leaves out (torch.autograd.profiler._filter_name): profiler bookkeeping.
@@ -120,4 +129,13 @@ def per_step(run_with_steps: Callable[[int], object], device, steps: tuple[int, 
     b = count_kernels(lambda: run_with_steps(hi), device)
     if a is None or b is None:
         return None
-    return {f"{k}_per_step": (b[k] - a[k]) / (hi - lo) for k in a}
+    out = {f"{k}_per_step": (b[k] - a[k]) / (hi - lo) for k in a if k != "names"}
+    if "names" in a and "names" in b:
+        out["names"] = names_per_step(a["names"], b["names"], hi - lo)
+    return out
+
+
+def names_per_step(lo: Counter, hi: Counter, steps: int) -> dict[str, float]:
+    """Kernels per step by name: the longer run's count less the shorter's, over the steps between."""
+    per = {k: (hi[k] - lo[k]) / steps for k in set(lo) | set(hi)}
+    return {k: v for k, v in sorted(per.items()) if v}
