@@ -64,7 +64,7 @@ def test_counters_missing_from_a_run_are_not_compared():
 
 def test_a_changed_kernel_count_names_the_kernels_that_moved():
     """Same code, other kernels: on an H200 one Seamless step counted 591 to 735 kernels in
-    processes on fresh machines; the message says which kernels to look at."""
+    different processes; the message says which kernels to look at."""
     names = {"nvjet_gemm": 96.0, "triton_poi_fused_add_0": 48.0, "gemvx": 24.0}
     base = entry(noisy(250.0, seed=1), graphs=2, kernels_per_step=168.0)
     base["kernel_names"] = names

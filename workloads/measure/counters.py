@@ -54,10 +54,11 @@ BLAS_HELPERS = ("splitKreduce", "memcpy32_post")
 _LAUNCH_APIS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch", "cuGraphLaunch", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 
 
-def count_kernels(fn: Callable[[], object], device: torch.device | str) -> dict[str, int] | None:
+def count_kernels(fn: Callable[[], object], device: torch.device | str) -> dict | None:
     """Kernels executed on the GPU and launch calls made by the host while `fn` runs, how many of
     the kernels are cuBLAS's auxiliary ones (`blas_helpers`, BLAS_HELPERS), and the GPU's busy
-    time (`gpu_ms`, the kernels' summed durations: a timing, not a counter).
+    time (`gpu_ms`, the kernels' summed durations: a timing, not a counter); `names` counts the
+    kernels by (shortened) name.
 
     A CUDA graph replay is one host launch and many device kernels, which is the point of it.
     None on the CPU, where there are no kernels to count.
