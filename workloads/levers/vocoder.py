@@ -41,8 +41,8 @@ CUDA_GRAPH = Lever(
     needs_cuda=True,
 )
 # Beyond the paper's Table V: graphed, the vocoder no longer waits on launches (S-S with
-# vocoder_cuda_graph is 9% host-bound as a whole on an H200, README) and what is left is its convolution kernels; 1-D
-# convolutions get none of the channels-last kernels 2-D ones get.
+# vocoder_cuda_graph is 9% host-bound as a whole on an H200, README) and what is left is its
+# convolution kernels; 1-D convolutions get none of the channels-last kernels 2-D ones get.
 CONV2D = Lever(
     "vocoder_conv2d",
     "the vocoder's 1-D convolutions as channels-last 2-D convolutions, compiled (and graphed where stacked on it)",
