@@ -87,7 +87,13 @@ def test_source_fingerprint_names_the_code_not_the_checkout(tmp_path):
     (tmp_path / "README.md").write_text("edited prose\n")
     assert source_fingerprint(str(tmp_path)) == first          # prose is not code
     source_fingerprint.cache_clear()
+    (tmp_path / "workloads/x.py").write_text('"""A docstring."""\n# why b is 2\n\nb = 2   # still two\n')
+    assert source_fingerprint(str(tmp_path)) == first          # comments, docstrings, layout compute nothing
+    source_fingerprint.cache_clear()
     (tmp_path / "workloads/x.py").write_text("b = 3\n")
+    assert source_fingerprint(str(tmp_path)) != first
+    source_fingerprint.cache_clear()
+    (tmp_path / "workloads/x.py").write_text("b = 'b = 3'\n")   # a string that is a value, not a docstring
     assert source_fingerprint(str(tmp_path)) != first
     source_fingerprint.cache_clear()
     second = source_fingerprint(str(tmp_path))

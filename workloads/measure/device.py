@@ -2,6 +2,7 @@
 host speed."""
 from __future__ import annotations
 
+import ast
 import datetime as _dt
 import hashlib
 import os
@@ -134,8 +135,26 @@ def source_fingerprint(root: str | None = None, exclude: frozenset[str] = frozen
         rel = f.relative_to(base).as_posix()
         if rel in exclude or rel.startswith(_AFTER_MEASURING):
             continue
-        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+        h.update(rel.encode() + b"\0" + _code_of(f) + b"\0")
     return h.hexdigest()[:16]
+
+
+def _code_of(path: Path) -> bytes:
+    """What a source file computes: its syntax tree without docstrings, line numbers or
+    comments, so an edit to prose or layout keeps the entries it measured pooling. A file that
+    does not parse counts by its bytes."""
+    raw = path.read_bytes()
+    try:
+        tree = ast.parse(raw)
+    except (SyntaxError, ValueError):
+        return raw
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False).encode()
 
 
 def provenance(device: torch.device | str, exclude: frozenset[str] = frozenset()) -> dict:
@@ -160,7 +179,7 @@ def provenance(device: torch.device | str, exclude: frozenset[str] = frozenset()
         state = gpu_state(device)
         prov["gpu"] = state.get("name")
         prov["driver"] = state.get("driver")
-    # The host's CPU on every device: a host-bound rung runs at its speed (README, HSTU).
+    # The host's CPU on every device: a host-bound rung runs at its speed (docs/measured.md, HSTU).
     prov["cpu"] = cpu_model()
     return prov
 
