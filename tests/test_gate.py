@@ -233,7 +233,7 @@ def test_hopper_targets_hold_on_an_h200():
 
 
 def test_a_faster_host_explains_a_lower_speedup_only_by_the_references_host_bound_share():
-    """Measured on two H200 hosts (README, HSTU): the eager reference at batch 32 and 1K, half
+    """Measured on two H200 hosts (docs/measured.md, HSTU): the eager reference at batch 32 and 1K, half
     host-bound, took 224 ms where the host launched at 15.0 us per op and 121 ms at 8.2, while
     the compiled rung held at about 10.5 ms, so the speedup fell from over 17x to 11.8x."""
     def host(launch_us, share, ref):

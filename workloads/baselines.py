@@ -220,7 +220,7 @@ def _busy_note(now: dict | None, then: dict | None, latency_ms: float | None = N
                cpus: tuple[str | None, str | None] = (None, None)) -> str:
     """What else the host did to this case's rounds, where it was enough to matter: other
     processes' load (a host-bound case sharing the host with another job ran 40-94% slower,
-    README, HSTU), the process's own other threads' load, the timing thread's time off the CPU,
+    docs/measured.md, HSTU), the process's own other threads' load, the timing thread's time off the CPU,
     the CPU quota's throttling, Python's garbage collector (2% of a round or more), and a CPU
     model other than the baseline's (`cpus`: this run's and the baseline's, from their
     provenance)."""

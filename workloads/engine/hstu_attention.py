@@ -116,7 +116,7 @@ def memory_efficient(q, k, v, ts, jag: Jagged, pos_w, ts_w, alpha: float, block:
     """Blockwise: the i-th query block of every sequence long enough to have one, at once,
     against its causal keys. Scores are (sequences, H, block, keys up to the block's end), never
     N x N. One pass per block index, not per sequence and block: looping per sequence made
-    45k-113k launches a run at batch 32, and the rung ran at the host's pace (README, HSTU)."""
+    45k-113k launches a run at batch 32, and the rung ran at the host's pace (docs/measured.md, HSTU)."""
     T, H, _ = q.shape
     out = q.new_zeros(T, H, v.shape[-1])
     N = jag.max_len

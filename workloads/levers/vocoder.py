@@ -41,7 +41,7 @@ CUDA_GRAPH = Lever(
     needs_cuda=True,
 )
 # Beyond the paper's Table V: graphed, the vocoder no longer waits on launches (S-S with
-# vocoder_cuda_graph is 9% host-bound as a whole on an H200, README) and what is left is its
+# vocoder_cuda_graph is 9% host-bound as a whole on an H200, docs/measured.md) and what is left is its
 # convolution kernels; 1-D convolutions get none of the channels-last kernels 2-D ones get.
 CONV2D = Lever(
     "vocoder_conv2d",
