@@ -88,6 +88,8 @@ def test_compiled_step_is_one_graph_without_breaks(tiny_llama, device):
             runner.prepare()
             runner.run(None)
     assert (d.graphs, d.graph_breaks) == (1, 0)
+    # The compiled graph came from inductor's cache or was compiled: either way it is on record.
+    assert any(k.startswith("inductor.fxgraph_cache_") for k in d.compiler), d.compiler
 
 
 def test_many_compiled_decoders_in_one_process(tiny_llama, device):

@@ -20,6 +20,15 @@ def _snapshot() -> dict[str, int]:
     }
 
 
+# What inductor and AOTAutograd did while compiling: cache hits and misses, pattern rewrites,
+# benchmark-decided passes. A record, not a gate: a warm cache is no change of code.
+_COMPILER_GROUPS = ("inductor", "aot_autograd")
+
+
+def _compiler_snapshot() -> Counter:
+    return Counter({f"{g}.{k}": int(v) for g in _COMPILER_GROUPS for k, v in _dynamo_counters[g].items()})
+
+
 def compiled_graphs() -> int:
     """Graphs torch.compile has compiled in this process so far."""
     return int(_dynamo_counters["stats"]["unique_graphs"])
@@ -31,18 +40,22 @@ class DynamoDelta:
     def __init__(self) -> None:
         self.graphs = 0
         self.graph_breaks = 0
+        self.compiler: dict[str, int] = {}   # inductor's and AOTAutograd's own counters that moved
 
 
 @contextmanager
 def dynamo_delta():
     d = DynamoDelta()
-    before = _snapshot()
+    before, compiler_before = _snapshot(), _compiler_snapshot()
     try:
         yield d
     finally:
         after = _snapshot()
         d.graphs = after["graphs"] - before["graphs"]
         d.graph_breaks = after["graph_breaks"] - before["graph_breaks"]
+        moved = _compiler_snapshot()
+        moved.subtract(compiler_before)
+        d.compiler = {k: v for k, v in sorted(moved.items()) if v}
 
 
 # cuBLAS's auxiliary kernels: the reduction of a split-K GEMM and the copy-out of its GEMV path.
