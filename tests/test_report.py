@@ -1,6 +1,8 @@
 """The summaries: the ladder per input, and rendering a run's case logs after the fact."""
 import json
 
+import pytest
+
 from workloads import report
 from workloads.report.__main__ import main
 
@@ -79,3 +81,17 @@ def test_the_counters_table_shows_the_threads_time_on_a_cpu_and_the_collectors_w
     assert lines[0] == "| case | kernels/run | recompiles | host-bound | on CPU | GC ms |"
     assert lines[2] == "| hstu-paper/H-A/eager/paper/bs1 | 893 | 0 | 76% | 100% | 0.4 |"
     assert lines[3] == "| hstu-paper/H-A/fused/paper/bs1 | 148 | 0 | 72% | - | - |"   # an entry older than the figures
+
+
+def test_the_html_page_has_the_tables_and_a_figure_per_input(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the HTML report's figures need matplotlib (the test extra has it)")
+    log, page = tmp_path / "a.jsonl", tmp_path / "report.html"
+    log.write_text("".join(json.dumps(r) + "\n" for r in LOG))
+    assert main([str(log), "--html", str(page)]) == 0
+    assert f"wrote {page}" in capsys.readouterr().out
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.count("<svg") == 2   # inputs bs1 and bs32
+    assert "<h3>hstu-paper/H-A/paper/bs32</h3>" in text
+    assert '<td class="fail">FAIL</td>' in text   # the failed gate stands out in the cases table
+    assert "10.29x [10.10, 10.40]" in text         # the ladder figure labels each rung's speedup
+    assert not list(tmp_path.glob("*.tmp"))

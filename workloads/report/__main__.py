@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .. import caselog
 from . import row, sections
@@ -13,6 +14,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "the ladder per input, where the time goes.")
     ap.add_argument("logs", nargs="+", metavar="CASE_LOG")
     ap.add_argument("--markdown", action="store_true", help="Markdown tables, each under a heading")
+    ap.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page: where the results came "
+                                                   "from, the tables, and per input the ladder and where the time goes")
     args = ap.parse_args(argv)
     try:
         records = caselog.read(args.logs)
@@ -20,9 +23,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}")
         return 2
     # A case logged again (a rerun, a later log) shows its latest record.
-    rows = list({r["result"]["case"]: row(r["result"], r.get("gate", "-")) for _, r in records}.values())
+    latest = {r["result"]["case"]: r for _, r in records}
+    rows = [row(r["result"], r.get("gate", "-")) for r in latest.values()]
     for title, text in sections(rows, args.markdown):
         print(f"### {title}\n\n{text}\n" if args.markdown else f"== {title}\n{text}\n")
+    if args.html:
+        from .html import render
+        try:
+            page = render(rows, [r["result"] for r in latest.values()], title=f"mmgen-perf: {', '.join(args.logs)}")
+        except RuntimeError as e:
+            print(f"error: {e}")
+            return 2
+        out = Path(args.html)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(page)
+        tmp.replace(out)
+        print(f"wrote {out}")
     return 0
 
 
