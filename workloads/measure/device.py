@@ -142,7 +142,8 @@ def source_fingerprint(root: str | None = None, exclude: frozenset[str] = frozen
 def _code_of(path: Path) -> bytes:
     """What a source file computes: its syntax tree without docstrings, line numbers or
     comments, so an edit to prose or layout keeps the entries it measured pooling. A file that
-    does not parse counts by its bytes."""
+    does not parse counts by its bytes. The tree's dump is Python's own, so the same code has
+    one fingerprint per Python version: runs on two Pythons do not pool (never wrongly do)."""
     raw = path.read_bytes()
     try:
         tree = ast.parse(raw)
