@@ -67,6 +67,13 @@ def test_the_counters_table_shows_what_the_host_and_compiler_did():
                         "| decode x | detokenize x |")
     assert lines[2] == "| chameleon-7b/T-I/eager/paper/bs1 | 1904 | 1895 | - | - | 0 | 78% | - | - |"
     assert lines[3] == "| chameleon-7b/T-I/cuda_graph/paper/bs1 | 697 | 1 | 1 | 0 | 0 | 6% | 6.1 | 1.1 |"
+    # Where the compiled graph came from, once a result records it: a column of its own.
+    graph["result"]["compiler"] = {"inductor.fxgraph_cache_miss": 1, "aot_autograd.total": 1}
+    rows = [report.row(r["result"], r["gate"]) for r in (eager, graph)]
+    lines = report.counters_table(rows, markdown=True).splitlines()
+    assert "| recompiles | FX cache | host-bound |" in lines[0]
+    assert lines[2].startswith("| chameleon-7b/T-I/eager/paper/bs1 | 1904 | 1895 | - | - | 0 | - | 78% |")
+    assert lines[3].startswith("| chameleon-7b/T-I/cuda_graph/paper/bs1 | 697 | 1 | 1 | 0 | 0 | miss | 6% |")
     bare = record("x/T/eager/tiny/bs1", 1.0)["result"] | {"counters": {}}
     assert report.counters_table([report.row(bare, "pass")]) == ""   # nothing counted: no table
 

@@ -29,7 +29,17 @@ def row(result: dict, gate: str) -> dict:
         "on_cpu": (result.get("host") or {}).get("on_cpu"),
         "gc_ms": (result.get("host") or {}).get("gc_ms"),
         "module_speedup": result.get("module_speedup") or {},
+        "fx_cache": _fx_cache(result.get("compiler")),
     }
+
+
+def _fx_cache(compiler: dict | None) -> str | None:
+    """Where a compiled rung's graph came from: inductor's FX-graph cache (hit), a fresh compile
+    (miss), or neither (bypass: the graph cannot be cached); several graphs list each outcome."""
+    if not compiler:
+        return None
+    seen = [k for k in ("hit", "miss", "bypass") if compiler.get(f"inductor.fxgraph_cache_{k}")]
+    return "+".join(seen) or None
 
 
 def grid(head: list[str], body: list[list[str]], markdown: bool) -> str:
@@ -117,7 +127,8 @@ _COUNTS = (("kernels_per_step", "kernels/step"), ("blas_helpers_per_step", "cuBL
 
 def counters_table(rows: list[dict], markdown: bool = False) -> str:
     """What the host and the compiler did: kernels and host launches (per decode step, or per
-    run), compiled graphs, graph breaks, recompiles in the timed rounds, the share of the wall
+    run), compiled graphs, graph breaks, where a compiled graph came from (inductor's FX-graph
+    cache or a fresh compile), recompiles in the timed rounds, the share of the wall
     time the GPU sat idle (host-bound), the share the timing thread was on a CPU and the ms of
     a median round Python's garbage collector took (where measured), and each module group's
     speedup over eager in the breakdown rounds. Columns are the counters and groups the rows
@@ -128,12 +139,14 @@ def counters_table(rows: list[dict], markdown: bool = False) -> str:
         return ""
     on_cpu = any(r.get("on_cpu") is not None for r in rows)
     gc_ms = any(r.get("gc_ms") is not None for r in rows)
-    head = ["case", *(h for _, h in counts), "host-bound", *(["on CPU"] if on_cpu else []),
+    fx = any(r.get("fx_cache") for r in rows)
+    head = ["case", *(h for _, h in counts), *(["FX cache"] if fx else []), "host-bound", *(["on CPU"] if on_cpu else []),
             *(["GC ms"] if gc_ms else []), *(f"{g} x" for g in groups)]
     body = []
     for r in rows:
         c, ms = r.get("counters", {}), r.get("module_speedup", {})
-        body.append([r["case"], *(_f(c.get(k), "{:g}") for k, _ in counts), _f(r.get("host_share"), "{:.0%}"),
+        body.append([r["case"], *(_f(c.get(k), "{:g}") for k, _ in counts), *([r.get("fx_cache") or "-"] if fx else []),
+                     _f(r.get("host_share"), "{:.0%}"),
                      *([_f(r.get("on_cpu"), "{:.0%}")] if on_cpu else []), *([_f(r.get("gc_ms"), "{:.1f}")] if gc_ms else []),
                      *(_f(ms.get(g), "{:.1f}") for g in groups)])
     return grid(head, body, markdown)
