@@ -100,14 +100,19 @@ _MODULE_ORDER = ("encoder", "prefill", "decoder.prefill", "decode", "decoder.ste
 _SHARES = {"kv_reorder_share": "reorder share", "attention_share": "attention share"}
 
 
+def module_columns(rows: list[dict]) -> list[str]:
+    """The modules the rows timed, in pipeline order, then any others, then `other`."""
+    seen = list(dict.fromkeys(k for r in rows for k in (r.get("modules") or {})
+                              if k not in ("other", "total") and not k.endswith("_share")))
+    return [c for c in _MODULE_ORDER if c in seen] + [c for c in seen if c not in _MODULE_ORDER] + ["other"]
+
+
 def modules_table(rows: list[dict], markdown: bool = False) -> str:
     """Where the time goes: ms per module in one instrumented round of each case's lever side
     (eager's own rows for the eager case), and one module's share of its phase where a row has
     one. Columns are the modules the rows have."""
     rows = [r for r in rows if r.get("modules")]
-    seen = list(dict.fromkeys(k for r in rows for k in r["modules"]
-                              if k not in ("other", "total") and not k.endswith("_share")))
-    columns = [c for c in _MODULE_ORDER if c in seen] + [c for c in seen if c not in _MODULE_ORDER] + ["other"]
+    columns = module_columns(rows)
     shares = [k for k in _SHARES if any(r["modules"].get(k) is not None for r in rows)]
     head = ["case", *columns, "total", *(_SHARES[k] for k in shares)]
     body = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import io
 
-from . import _MODULE_ORDER, sections
+from . import module_columns, sections
 
 _OK, _FAIL, _EAGER = "#4878a8", "#c0392b", "#7f7f7f"
 
@@ -83,9 +83,7 @@ def input_figure(name: str, rows: list[dict], plt) -> str:
     ax.set_xlim(lo / 2, hi * 12)   # room for the labels right of the longest bar, on a log axis
     if with_modules:
         ax = axes[0][1]
-        seen = list(dict.fromkeys(k for r in with_modules for k in r["modules"]
-                                  if k not in ("other", "total") and not k.endswith("_share")))
-        order = [c for c in _MODULE_ORDER if c in seen] + [c for c in seen if c not in _MODULE_ORDER] + ["other"]
+        order = module_columns(with_modules)
         palette = plt.get_cmap("tab10")
         left = [0.0] * len(rows)
         for i, mod in enumerate(order):
