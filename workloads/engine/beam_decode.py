@@ -208,7 +208,13 @@ class BeamDecoder:
     def compile(self, **inductor_options) -> None:
         """Compile the step (and the in-place reorder) as whole graphs; each decoder gets code
         objects of its own so decoders of different shapes are not recompiles of one function."""
-        kwargs = dict(fullgraph=True, dynamic=False, options=inductor_options or None)
+        # Inductor's pad_mm pass decides whether to pad a GEMM by timing both forms while it
+        # compiles, and keeps the answer in its on-disk cache. The step's GEMMs have M = batch x
+        # beams (5 at batch 1), memory-bound, so the two timings tie and the answer is a coin
+        # toss: one step compiled to 591, 663 or 711 kernels (3 per padded GEMM per layer) with
+        # the process's cache history, and a kernel count gate cannot hold. Off, the step is
+        # what its code says; from an empty cache the timed answer was "no padding" anyway.
+        kwargs = dict(fullgraph=True, dynamic=False, options={"shape_padding": False, **inductor_options})
         self.step_fn = compile_own(BeamDecoder._step, self, **kwargs)
         if self.in_place_reorder:
             self.reorder_fn = compile_own(BeamDecoder._reorder_in_place, self, **kwargs)
