@@ -81,6 +81,18 @@ def test_a_changed_kernel_count_names_the_kernels_that_moved():
     assert msg.endswith(f"baseline 168.0 ({PATH})")
 
 
+def test_cublas_auxiliary_kernels_are_reported_but_not_gated():
+    """cuBLAS picks its GEMV and split-K variants at run time: the same compiled step ran 24 or 72
+    auxiliary kernels a step in two processes, its total the same. The total stays gated."""
+    base = entry(noisy(250.0, seed=1), graphs=2, kernels_per_step=591.0, blas_helpers_per_step=72.0)
+    run = make_result(CASE, samples=noisy(250.0, seed=2), graphs=2, kernels_per_step=591.0,
+                      blas_helpers_per_step=24.0)
+    assert bl.check(run, base, path=PATH, timing=False) == []
+    run["counters"]["kernels_per_step"] = 663.0
+    (msg,) = bl.check(run, base, path=PATH, timing=False)
+    assert "counter kernels_per_step changed: measured 663.0, baseline 591.0" in msg
+
+
 def test_kernel_name_changes_lists_the_largest_moves_first():
     now = {f"k{i}": float(i) for i in range(10)}
     assert bl.kernel_name_changes(now, {"k0": 0.0}, top=3) == "; by kernel: +9 k9, +8 k8, +7 k7 and 6 more"
