@@ -153,6 +153,10 @@ def test_other_code_or_other_counters_start_the_entry_afresh(tmp_path):
     assert fresh["latency_ms"]["samples"] == [9.0, 9.1] and len(fresh["runs"]) == 1
     other = bl.record(path, scale="tiny", result=run_of((8.0, 8.1), "d3", source="beef", graphs=2))
     assert other["latency_ms"]["samples"] == [8.0, 8.1] and len(other["runs"]) == 1
+    # cuBLAS's auxiliary kernel count is not the code's to decide (see UNGATED_COUNTERS): it pools.
+    pooled = bl.record(path, scale="tiny", result=run_of((8.2, 8.3), "d4", source="beef", graphs=2,
+                                                          blas_helpers_per_step=24.0))
+    assert pooled["latency_ms"]["samples"] == [8.0, 8.1, 8.2, 8.3] and len(pooled["runs"]) == 2
 
 
 def test_an_entry_keeps_the_kernels_by_name():

@@ -382,7 +382,8 @@ def entry_from_result(result: dict, *, previous: dict | None = None, speedup_mar
                 "kernel_names"):
         if result.get(key) is not None:
             entry[key] = result[key]
-    if previous is None or not same_code(previous, entry) or previous.get("counters") != entry["counters"]:
+    if (previous is None or not same_code(previous, entry)
+            or gated_counters(previous.get("counters")) != gated_counters(entry["counters"])):
         return entry
     runs = (_runs_of(previous) + entry["runs"])[-MAX_RUNS:]
     kept = sum(r["rounds"] for r in runs[:-1])
