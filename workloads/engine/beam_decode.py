@@ -210,10 +210,10 @@ class BeamDecoder:
         objects of its own so decoders of different shapes are not recompiles of one function."""
         # Inductor's pad_mm pass decides whether to pad a GEMM by timing both forms while it
         # compiles, and keeps the answer in its on-disk cache. The step's GEMMs have M = batch x
-        # beams (5 at batch 1), memory-bound, so the two timings tie and the answer is a coin
-        # toss: one step compiled to 591, 663 or 711 kernels (3 per padded GEMM per layer) with
-        # the process's cache history, and a kernel count gate cannot hold. Off, the step is
-        # what its code says; from an empty cache the timed answer was "no padding" anyway.
+        # beams (5 at batch 1) and are memory-bound, so the two timings are close and the answer
+        # is not the code's: with it on, one step compiled to 591, 663 or 711 kernels depending on
+        # the process's history (H200, torch 2.11); off, 591 in every process, as two compiles
+        # from an empty cache had chosen. A kernel count gate needs the count to be the code's.
         kwargs = dict(fullgraph=True, dynamic=False, options={"shape_padding": False, **inductor_options})
         self.step_fn = compile_own(BeamDecoder._step, self, **kwargs)
         if self.in_place_reorder:
