@@ -93,6 +93,18 @@ def test_cublas_auxiliary_kernels_are_reported_but_not_gated():
     assert "counter kernels_per_step changed: measured 663.0, baseline 591.0" in msg
 
 
+def test_a_changed_kernel_count_says_when_the_compile_timed_its_choices():
+    base = entry(noisy(250.0, seed=1), graphs=1, kernels_per_step=591.0)
+    run = make_result(CASE, samples=noisy(250.0, seed=2), graphs=1, kernels_per_step=663.0)
+    run["compiler"] = {"inductor.pad_mm_bench": 7, "inductor.fxgraph_cache_miss": 1}
+    (msg,) = bl.check(run, base, path=PATH, timing=False)
+    assert msg.endswith("; this compile timed 7 GEMM padding choices (inductor's pad_mm), whose answers can "
+                        "differ between processes of the same code (inductor option shape_padding=False removes them)")
+    run["compiler"] = {"inductor.fxgraph_cache_hit": 1}   # nothing timed: nothing to say
+    (msg,) = bl.check(run, base, path=PATH, timing=False)
+    assert msg.endswith(f"baseline 591.0 ({PATH})")
+
+
 def test_kernel_name_changes_lists_the_largest_moves_first():
     now = {f"k{i}": float(i) for i in range(10)}
     assert bl.kernel_name_changes(now, {"k0": 0.0}, top=3) == "; by kernel: +9 k9, +8 k8, +7 k7 and 6 more"

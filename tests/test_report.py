@@ -74,6 +74,11 @@ def test_the_counters_table_shows_what_the_host_and_compiler_did():
     assert "| recompiles | FX cache | host-bound |" in lines[0]
     assert lines[2].startswith("| chameleon-7b/T-I/eager/paper/bs1 | 1904 | 1895 | - | - | 0 | - | 78% |")
     assert lines[3].startswith("| chameleon-7b/T-I/cuda_graph/paper/bs1 | 697 | 1 | 1 | 0 | 0 | miss | 6% |")
+    # GEMM padding choices the compile decided by timing them: where a kernel count can move.
+    graph["result"]["compiler"]["inductor.pad_mm_bench"] = 4
+    lines = report.counters_table([report.row(r["result"], r["gate"]) for r in (eager, graph)], markdown=True).splitlines()
+    assert "| FX cache | pad_mm timed | host-bound |" in lines[0]
+    assert lines[3].startswith("| chameleon-7b/T-I/cuda_graph/paper/bs1 | 697 | 1 | 1 | 0 | 0 | miss | 4 | 6% |")
     bare = record("x/T/eager/tiny/bs1", 1.0)["result"] | {"counters": {}}
     assert report.counters_table([report.row(bare, "pass")]) == ""   # nothing counted: no table
 

@@ -163,8 +163,18 @@ def _counter_changes(cid: str, result: dict, entry: dict, path) -> list[str]:
         if key in measured and measured[key] != then:
             out.append(f"{cid}: counter {key} changed: measured {measured[key]}, baseline {then} ({path})"
                        + (kernel_name_changes(result.get("kernel_names"), entry.get("kernel_names"))
-                          if key.startswith("kernels") else ""))
+                          + timed_choices_note(result.get("compiler")) if key.startswith("kernels") else ""))
     return out
+
+
+def timed_choices_note(compiler: dict | None) -> str:
+    """Where the compile decided something by timing it, a kernel count may be that timing's
+    answer rather than the code's: say so beside a changed count."""
+    n = (compiler or {}).get("inductor.pad_mm_bench")
+    if not n:
+        return ""
+    return (f"; this compile timed {n} GEMM padding choice{'s' * (n != 1)} (inductor's pad_mm), whose answers "
+            f"can differ between processes of the same code (inductor option shape_padding=False removes them)")
 
 
 def kernel_name_changes(now: dict | None, then: dict | None, top: int = 6) -> str:

@@ -30,6 +30,7 @@ def row(result: dict, gate: str) -> dict:
         "gc_ms": (result.get("host") or {}).get("gc_ms"),
         "module_speedup": result.get("module_speedup") or {},
         "fx_cache": _fx_cache(result.get("compiler")),
+        "pad_mm_timed": (result.get("compiler") or {}).get("inductor.pad_mm_bench"),
     }
 
 
@@ -145,12 +146,16 @@ def counters_table(rows: list[dict], markdown: bool = False) -> str:
     on_cpu = any(r.get("on_cpu") is not None for r in rows)
     gc_ms = any(r.get("gc_ms") is not None for r in rows)
     fx = any(r.get("fx_cache") for r in rows)
-    head = ["case", *(h for _, h in counts), *(["FX cache"] if fx else []), "host-bound", *(["on CPU"] if on_cpu else []),
+    # GEMM padding choices inductor decided by timing them: where a count moved, look here first.
+    padded = any(r.get("pad_mm_timed") for r in rows)
+    head = ["case", *(h for _, h in counts), *(["FX cache"] if fx else []), *(["pad_mm timed"] if padded else []),
+            "host-bound", *(["on CPU"] if on_cpu else []),
             *(["GC ms"] if gc_ms else []), *(f"{g} x" for g in groups)]
     body = []
     for r in rows:
         c, ms = r.get("counters", {}), r.get("module_speedup", {})
         body.append([r["case"], *(_f(c.get(k), "{:g}") for k, _ in counts), *([r.get("fx_cache") or "-"] if fx else []),
+                     *([_f(r.get("pad_mm_timed"), "{:g}")] if padded else []),
                      _f(r.get("host_share"), "{:.0%}"),
                      *([_f(r.get("on_cpu"), "{:.0%}")] if on_cpu else []), *([_f(r.get("gc_ms"), "{:.1f}")] if gc_ms else []),
                      *(_f(ms.get(g), "{:.1f}") for g in groups)])
