@@ -167,10 +167,16 @@ def _counter_changes(cid: str, result: dict, entry: dict, path) -> list[str]:
     return out
 
 
+def timed_choices(compiler: dict | None) -> int:
+    """GEMM padding choices a compile decided by timing them (inductor's pad_mm), from a compiled
+    rung's `compiler` record: where a kernel count can move with no change of code."""
+    return (compiler or {}).get("inductor.pad_mm_bench", 0)
+
+
 def timed_choices_note(compiler: dict | None) -> str:
     """Where the compile decided something by timing it, a kernel count may be that timing's
     answer rather than the code's: say so beside a changed count."""
-    n = (compiler or {}).get("inductor.pad_mm_bench")
+    n = timed_choices(compiler)
     if not n:
         return ""
     return (f"; this compile timed {n} GEMM padding choice{'s' * (n != 1)} (inductor's pad_mm), whose answers "

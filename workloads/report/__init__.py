@@ -1,6 +1,8 @@
 """Human-readable summaries of case results."""
 from __future__ import annotations
 
+from ..baselines import timed_choices
+
 
 def _f(x, fmt="{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
@@ -30,7 +32,7 @@ def row(result: dict, gate: str) -> dict:
         "gc_ms": (result.get("host") or {}).get("gc_ms"),
         "module_speedup": result.get("module_speedup") or {},
         "fx_cache": _fx_cache(result.get("compiler")),
-        "pad_mm_timed": (result.get("compiler") or {}).get("inductor.pad_mm_bench"),
+        "pad_mm_timed": timed_choices(result.get("compiler")) or None,
     }
 
 
@@ -134,7 +136,8 @@ _COUNTS = (("kernels_per_step", "kernels/step"), ("blas_helpers_per_step", "cuBL
 def counters_table(rows: list[dict], markdown: bool = False) -> str:
     """What the host and the compiler did: kernels and host launches (per decode step, or per
     run), compiled graphs, graph breaks, where a compiled graph came from (inductor's FX-graph
-    cache or a fresh compile), recompiles in the timed rounds, the share of the wall
+    cache or a fresh compile) and how many GEMM padding choices its compile timed, recompiles in
+    the timed rounds, the share of the wall
     time the GPU sat idle (host-bound), the share the timing thread was on a CPU and the ms of
     a median round Python's garbage collector took (where measured), and each module group's
     speedup over eager in the breakdown rounds. Columns are the counters and groups the rows
@@ -146,7 +149,6 @@ def counters_table(rows: list[dict], markdown: bool = False) -> str:
     on_cpu = any(r.get("on_cpu") is not None for r in rows)
     gc_ms = any(r.get("gc_ms") is not None for r in rows)
     fx = any(r.get("fx_cache") for r in rows)
-    # GEMM padding choices inductor decided by timing them: where a count moved, look here first.
     padded = any(r.get("pad_mm_timed") for r in rows)
     head = ["case", *(h for _, h in counts), *(["FX cache"] if fx else []), *(["pad_mm timed"] if padded else []),
             "host-bound", *(["on CPU"] if on_cpu else []),
