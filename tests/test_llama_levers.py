@@ -115,6 +115,19 @@ def test_many_compiled_decoders_in_one_process(tiny_llama, device):
     assert all(torch.equal(o, outputs[0]) for o in outputs)
 
 
+def test_static_step_compiles_without_timed_gemm_padding(tiny_llama, monkeypatch):
+    """Inductor's pad_mm pass picks padding by timing it while it compiles, so one code could
+    count different kernels per step in different processes: the step turns it off, and an
+    option the caller passes still wins."""
+    from workloads.engine.static_decode import StaticDecoder
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw["options"]) or fn)
+    StaticDecoder(tiny_llama, 1, 64).compile()
+    StaticDecoder(tiny_llama, 1, 64).compile(shape_padding=True, max_autotune=False)
+    assert seen == [{"shape_padding": False}, {"shape_padding": True, "max_autotune": False}]
+
+
 def test_prefill_and_decode_are_timed_as_spans(tiny_llama, device):
     """Both engines mark the phases the breakdown reports: prefill up to the first token, decode after it."""
     from workloads.measure.timing import Stopwatch

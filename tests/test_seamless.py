@@ -350,6 +350,15 @@ def test_reorders_equal_index_select(model, batch, beams, data, seed):
         "the library-style reorder gathers the cross-attention cache too")
 
 
+def test_beam_step_and_reorder_compile_without_timed_gemm_padding(model, monkeypatch):
+    """The step's GEMMs (M = batch x beams) are where pad_mm's timed choice moved the kernel
+    count between processes: step and reorder both compile without it, with the caller's options."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw["options"]) or fn)
+    _beam_decoder(model, 1, 5, 7, 32, in_place=True).compile(coordinate_descent_tuning=False)
+    assert seen == [{"shape_padding": False, "coordinate_descent_tuning": False}] * 2
+
+
 _COMPILED_REORDER: dict = {}
 
 

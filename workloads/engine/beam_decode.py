@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import EncoderDecoderCache
 
-from .graphs import capture_graph, compile_own, null_span, warm_on_side_stream
+from .graphs import capture_graph, compile_own, decode_step_options, null_span, warm_on_side_stream
 
 try:   # transformers >= 5: hooks on every layer record outputs into a context variable
     from transformers.utils.output_capturing import _active_collector as _COLLECTOR
@@ -208,13 +208,7 @@ class BeamDecoder:
     def compile(self, **inductor_options) -> None:
         """Compile the step (and the in-place reorder) as whole graphs; each decoder gets code
         objects of its own so decoders of different shapes are not recompiles of one function."""
-        # Inductor's pad_mm pass decides whether to pad a GEMM by timing both forms while it
-        # compiles, and keeps the answer in its on-disk cache. The step's GEMMs have M = batch x
-        # beams (5 at batch 1) and are memory-bound, so the two timings are close and the answer
-        # is not the code's: with it on, one step compiled to 591, 663 or 711 kernels depending on
-        # the process's history (H200, torch 2.11); off, 591 in every process, as two compiles
-        # from an empty cache had chosen. A kernel count gate needs the count to be the code's.
-        kwargs = dict(fullgraph=True, dynamic=False, options={"shape_padding": False, **inductor_options})
+        kwargs = dict(fullgraph=True, dynamic=False, options=decode_step_options(inductor_options))
         self.step_fn = compile_own(BeamDecoder._step, self, **kwargs)
         if self.in_place_reorder:
             self.reorder_fn = compile_own(BeamDecoder._reorder_in_place, self, **kwargs)

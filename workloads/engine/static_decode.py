@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from transformers import StaticCache
 
-from .graphs import capture_graph, compile_own, warm_on_side_stream
+from .graphs import capture_graph, compile_own, decode_step_options, warm_on_side_stream
 from .library import set_attention
 
 _BUCKET = 64   # cache lengths round up to this, so nearby prompt lengths share one compiled step
@@ -89,7 +89,7 @@ class StaticDecoder:
     def compile(self, **inductor_options) -> None:
         """Compile the step as one graph (fullgraph: a graph break is an error, not a slowdown)."""
         self.step_fn = compile_own(StaticDecoder._step, self, fullgraph=True, dynamic=False,
-                                   options=inductor_options or None)
+                                   options=decode_step_options(inductor_options))
         self.compiled = True
 
     def warm(self) -> None:
