@@ -83,6 +83,21 @@ def test_the_counters_table_shows_what_the_host_and_compiler_did():
     assert report.counters_table([report.row(bare, "pass")]) == ""   # nothing counted: no table
 
 
+def test_the_throughput_table_has_a_line_per_counted_span_with_its_share_of_the_matmul_peak():
+    graph = record("seamless-large/S-S/vocoder_cuda_graph/paper/bs1", 187.4, (7.38, 7.0, 7.6))
+    graph["result"] |= {"span_tflops": {"eager": {"vocoder": 14.0}, "lever": {"vocoder": 50.5}},
+                        "matmul_peak_tflops": 750.0}
+    eager = record("seamless-large/S-S/eager/paper/bs1", 1382.9)
+    eager["result"] |= {"span_tflops": {"eager": {"vocoder": 14.0}}}   # no peak measured: no share
+    text = record("seamless-large/T-T/eager/paper/bs1", 1071.5)
+    rows = [report.row(r["result"], r["gate"]) for r in (eager, graph, text)]
+    lines = report.throughput_table(rows, markdown=True).splitlines()
+    assert lines[0] == "| case | span | eager TFLOP/s | lever TFLOP/s | of matmul peak |"
+    assert lines[2:] == ["| seamless-large/S-S/eager/paper/bs1 | vocoder | 14 | - | - |",
+                         "| seamless-large/S-S/vocoder_cuda_graph/paper/bs1 | vocoder | 14 | 50.5 | 6.7% |"]
+    assert report.throughput_table([rows[2]]) == ""   # nothing counted: no table
+
+
 def test_the_counters_table_shows_the_threads_time_on_a_cpu_and_the_collectors_where_measured():
     eager = record("hstu-paper/H-A/eager/paper/bs1", 30.4)
     eager["result"] |= {"counters": {"kernels_per_run": 893.0, "recompiles": 0},

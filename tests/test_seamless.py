@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import example, given, reject
+from hypothesis import example, given, reject, settings
 from hypothesis import strategies as st
 
 from perf_tests.test_seamless import LEVERS
@@ -275,6 +275,38 @@ def test_vocoder_with_2d_convolutions_matches_library(model, rows, seed):
     ref_wave, ref_lengths = _library_vocoder(model, units)
     wave, lengths = voc(units, model.generation_config.vocoder_lang_code_to_id[seamless.TGT_LANG])
     _assert_waveform(model, wave, lengths, ref_wave, ref_lengths, voc.bucket, f"2-D conv vocoder, rows {rows}")
+
+
+@settings(max_examples=10)
+@given(frames=st.lists(st.integers(1, 90), min_size=1, max_size=3))
+def test_vocoder_flops_are_the_flop_counters_on_each_unpadded_row(built, frames):
+    """The count the throughput is reported against: what torch's flop counter counts when the
+    stack runs each row alone, recovered from the waveform lengths the run returns."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from workloads.engine.translate import vocoder_flops
+
+    hg = built.vocoder.hifi_gan
+    lengths, expected = [], 0
+    for f in frames:
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            wave = hg(torch.zeros(1, hg.conv_pre.in_channels, f, dtype=next(hg.parameters()).dtype))
+        lengths.append(wave.shape[-1])
+        expected += fc.get_total_flops()
+    assert lengths == [int(built.vocoder._get_output_hifigan_lengths(torch.tensor(f))) for f in frames]
+    assert vocoder_flops(built.vocoder, torch.tensor(lengths)) == expected > 0
+
+
+def test_speech_output_cases_report_the_vocoders_throughput():
+    """TFLOP/s of the vocoder on both sides of a speech-output case; none for text output."""
+    from workloads.cases import Case
+    from workloads.harness import Session, run_case
+
+    session = Session(CPU)
+    r = run_case(Case("seamless", "seamless-tiny", "T-S", "compile", "tiny", 1), session)
+    assert set(r["span_tflops"]) == {"eager", "lever"}
+    assert all(side["vocoder"] > 0 for side in r["span_tflops"].values())
+    assert "span_tflops" not in run_case(Case("seamless", "seamless-tiny", "T-T", "compile", "tiny", 1), session)
 
 
 def test_vocoder_padding_reach(model):

@@ -369,8 +369,9 @@ def _result(rung: _Rung, ref, eager: Variant | None, reference: dict, others, mo
         if "eager" in sides and "lever" in sides:
             result["module_speedup"] = breakdown.group_speedup(sides["eager"], sides["lever"], wl.module_groups)
         span_flops = getattr(wl, "span_flops", None)
-        if span_flops is not None:
-            result["span_tflops"] = {side: breakdown.throughput(m, span_flops(model, batch)) for side, m in sides.items()}
+        flops = span_flops(model, batch, lever) if span_flops is not None else None
+        if flops:
+            result["span_tflops"] = {side: breakdown.throughput(m, flops) for side, m in sides.items()}
             peak = session.matmul_flops()
             if peak:
                 result["matmul_peak_tflops"] = peak / 1e12

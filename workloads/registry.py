@@ -243,6 +243,14 @@ class TranslationWorkload(_Family):
         return tr.TranslateRunner(model, batch, dec, voc, use_graph=plan.cuda_graph,
                                   attn_implementation=plan.attn_implementation, tgt_lang=self.tgt_lang)
 
+    def span_flops(self, model, batch, runner) -> dict[str, float]:
+        """FLOPs of the spans whose work the run's output fixes: the vocoder's convolution stack
+        for the waveforms this run produced (speech output only)."""
+        lengths = getattr(runner, "waveform_lengths", None)
+        if not batch.task.speech_out or lengths is None:
+            return {}
+        return {"vocoder": tr.vocoder_flops(model.vocoder, lengths)}
+
     def decode_bytes(self, model, batch) -> float:
         """Fewest bytes one beam step moves: the text decoder's layers, final norm and LM head
         (the tied embedding, read whole by the head), each beam's self-attention cache at its
@@ -324,7 +332,7 @@ class RecommenderWorkload(_Family):
         return HSTURunner(model, batch, attn_implementation=plan.attn_implementation, static=static,
                           use_graph=plan.cuda_graph)
 
-    def span_flops(self, model, batch) -> dict[str, float]:
+    def span_flops(self, model, batch, runner) -> dict[str, float]:
         """FLOPs of each timed span that has a fixed count: the attention's causal products."""
         c = model.config
         full = attention_flops(batch.lengths, c.num_heads, c.qk_dim, c.v_dim) * c.full_layers

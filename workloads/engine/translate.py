@@ -9,9 +9,13 @@ modules, in ours around each stage.
 from __future__ import annotations
 
 import contextlib
+import copy
+import math
+import weakref
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import LogitsProcessorList
 from transformers.cache_utils import EncoderDecoderCache
 from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import _compute_new_attention_mask
@@ -267,6 +271,29 @@ class Vocoder:
         wave = self._stage_b(h, ends, lang, spkr, Tb)
         keep = int(voc._get_output_hifigan_lengths(torch.tensor(T)))
         return wave[:, :keep].clone(), lengths
+
+
+_META_STACKS: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+
+
+def vocoder_flops(vocoder: nn.Module, waveform_lengths) -> float:
+    """FLOPs of the vocoder's HiFi-GAN convolution stack for waveforms of these lengths (one per
+    row, each as if run without padding), as torch's flop counter counts them; the unit
+    embedding and the duration predictor are left out. Counted on a copy of the stack on the
+    meta device: shapes only, no memory, no kernels. Each frame upsamples to
+    prod(upsample_rates) samples, so a row's frames are its length over that."""
+    stack = _META_STACKS.get(vocoder)
+    if stack is None:
+        stack = _META_STACKS[vocoder] = copy.deepcopy(vocoder.hifi_gan).to("meta")
+    hop = math.prod(vocoder.config.upsample_rates)
+    x = next(stack.parameters())
+    frames = [int(n) // hop for n in torch.as_tensor(waveform_lengths).reshape(-1).tolist()]
+    per_length: dict[int, float] = {}
+    for f in set(frames):
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            stack(torch.empty(1, stack.conv_pre.in_channels, f, device="meta", dtype=x.dtype))
+        per_length[f] = float(fc.get_total_flops())
+    return sum(per_length[f] for f in frames)
 
 
 class TranslateRunner:

@@ -33,6 +33,8 @@ def row(result: dict, gate: str) -> dict:
         "module_speedup": result.get("module_speedup") or {},
         "fx_cache": _fx_cache(result.get("compiler")),
         "pad_mm_timed": timed_choices(result.get("compiler")) or None,
+        "span_tflops": result.get("span_tflops") or {},
+        "matmul_peak_tflops": result.get("matmul_peak_tflops"),
     }
 
 
@@ -164,6 +166,23 @@ def counters_table(rows: list[dict], markdown: bool = False) -> str:
     return grid(head, body, markdown)
 
 
+def throughput_table(rows: list[dict], markdown: bool = False) -> str:
+    """Spans whose work the workload counts (HSTU's attention, Seamless's vocoder): TFLOP/s in
+    the breakdown round, eager's and the lever's, and the lever's share of the bf16 matmul
+    throughput measured on the same GPU (how far a faster kernel could still take it)."""
+    body = []
+    for r in rows:
+        sides = r.get("span_tflops") or {}
+        peak = r.get("matmul_peak_tflops")
+        for span in dict.fromkeys(k for side in sides.values() for k in side):
+            eager, lever = sides.get("eager", {}).get(span), sides.get("lever", {}).get(span)
+            own = lever if lever is not None else eager
+            body.append([r["case"], span, _f(eager, "{:.3g}"), _f(lever, "{:.3g}"),
+                         _f(None if own is None or not peak else own / peak, "{:.1%}")])
+    head = ["case", "span", "eager TFLOP/s", "lever TFLOP/s", "of matmul peak"]
+    return grid(head, body, markdown) if body else ""
+
+
 def sections(rows: list[dict], markdown: bool = False) -> list[tuple[str, str]]:
     """A run's summaries, titled, in order; the ones the rows have nothing for are left out."""
     return [(title, text) for title, text in (
@@ -171,4 +190,5 @@ def sections(rows: list[dict], markdown: bool = False) -> list[tuple[str, str]]:
         ("the ladder per input (ms, and x over eager timed beside it)", ladder(rows, markdown)),
         ("where the time goes (ms per module, one instrumented round)", modules_table(rows, markdown)),
         ("counters, host-bound share, module speedups over eager", counters_table(rows, markdown)),
+        ("throughput of counted spans (one instrumented round)", throughput_table(rows, markdown)),
     ) if text]
