@@ -40,6 +40,9 @@ CUDA_GRAPH = Lever(
     why_not=_why_not_graph,
     needs_cuda=True,
 )
+# No rung turns on cuDNN's benchmark mode (timing each convolution's algorithms): PyTorch caches
+# the chosen cuDNN plan per process and thread under a key without that flag, so the first rung
+# to run a shape would fix the plan for every other rung timed beside it, eager's included.
 # Beyond the paper's Table V: graphed, the vocoder no longer waits on launches (S-S with
 # vocoder_cuda_graph is 9% host-bound as a whole on an H200, docs/measured.md) and what is left is its
 # convolution kernels; 1-D convolutions get none of the channels-last kernels 2-D ones get.
