@@ -225,6 +225,16 @@ def test_a_long_warm_up_round_gives_the_breakdown_when_it_ran_like_a_timed_one()
     assert harness._breakdown_of_warm_up(warm, v, _WL) == {"decode": long, "other": pytest.approx(long * 0.12),
                                                            "total": long * 1.12}
     assert harness._breakdown_of_warm_up(warm | {"end": long * 1.2}, v, _WL) is None     # slower: first-call costs
+    # A first call's cost in a short phase hardly moves the whole round, but the phase says it.
+    v.samples = [{"first_token": 30.0, "decode_end": long, "end": long + 20.0},
+                 {"first_token": 31.0, "decode_end": long * 1.01, "end": long * 1.01 + 21.0}]
+    warm = {"first_token": 31.5, "decode_end": long * 1.005, "end": long * 1.005 + 22.0, "span:decode": long}
+    assert harness._breakdown_of_warm_up(warm, v, _WL)["total"] == warm["end"]        # within 5% and 1 ms each
+    cold = warm | {"first_token": 466.0, "span:prefill": 466.0}
+    assert cold["end"] < 1.05 * max(v.series("end"))
+    assert harness._breakdown_of_warm_up(cold, v, _WL) is None                         # the prefill was cold
+    cold_tail = warm | {"end": long * 1.005 + 240.0}
+    assert harness._breakdown_of_warm_up(cold_tail, v, _WL) is None                    # so was what follows decoding
     v.samples = [{"end": 10.0}]
     assert harness._breakdown_of_warm_up({"end": 10.0, "span:decode": 9.0}, v, _WL) is None   # short: run once more
     assert harness._breakdown_of_warm_up(None, v, _WL) is None
