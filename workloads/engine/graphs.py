@@ -15,12 +15,9 @@ import torch
 # Seamless's step compiled to 591, 663 or 711 kernels and Chameleon's T-I step to 697 or 761
 # (H200, torch 2.11) in processes of the same code. A kernel-count gate needs the count to be
 # the code's, so decode steps compile without it.
-DECODE_STEP_INDUCTOR = {"shape_padding": False}
-
-
 def decode_step_options(inductor_options: dict) -> dict:
-    """Inductor options for a compiled decode step: the caller's, over DECODE_STEP_INDUCTOR."""
-    return {**DECODE_STEP_INDUCTOR, **inductor_options}
+    """Inductor options for a compiled decode step: the caller's, over shape padding off."""
+    return {"shape_padding": False, **inductor_options}
 
 
 def compile_own(fn: Callable, obj, **compile_kwargs):

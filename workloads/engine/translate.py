@@ -286,12 +286,12 @@ def vocoder_flops(vocoder: nn.Module, waveform_lengths) -> float:
     if stack is None:
         stack = _META_STACKS[vocoder] = copy.deepcopy(vocoder.hifi_gan).to("meta")
     hop = math.prod(vocoder.config.upsample_rates)
-    x = next(stack.parameters())
+    dtype = next(stack.parameters()).dtype
     frames = [int(n) // hop for n in torch.as_tensor(waveform_lengths).reshape(-1).tolist()]
     per_length: dict[int, float] = {}
     for f in set(frames):
         with FlopCounterMode(display=False) as fc, torch.no_grad():
-            stack(torch.empty(1, stack.conv_pre.in_channels, f, device="meta", dtype=x.dtype))
+            stack(torch.empty(1, stack.conv_pre.in_channels, f, device="meta", dtype=dtype))
         per_length[f] = float(fc.get_total_flops())
     return sum(per_length[f] for f in frames)
 
