@@ -44,6 +44,27 @@ def test_case_logs_render_after_the_run_with_the_latest_record_of_a_case(tmp_pat
     assert "== cases" in out and "== the ladder per input" in out and "hstu-paper/H-A/cuda_graph/paper/bs32" in out
 
 
+def test_a_case_run_in_several_logs_keeps_every_run_and_its_verdict(tmp_path, capsys):
+    # A failed run followed by a passing rerun of the same code: the tables show the latest, and
+    # the runs table keeps the failure and how far the two processes were apart.
+    case = "chameleon-7b/T-I/compile/paper/bs1"
+    fail, rerun = record(case, 13757.0, (2.83, 2.7, 2.9), gate="FAIL"), record(case, 10651.7, (2.82, 2.6, 3.1))
+    fail["result"]["host"] = {"share": 0.59, "launch_us": 9.2}
+    rerun["result"]["host"] = {"share": 0.48, "launch_us": 8.0}
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in [*LOG, fail]))
+    second.write_text(json.dumps(rerun) + "\n")
+    assert main([str(first), str(second), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert f"| {case} | 1 | 10651.70 |" in out
+    assert "### cases run more than once" in out
+    assert f"| {case} | 2 | 13757.0 (FAIL), 10651.7 (pass) | 1.29 | 59%, 48% | 9.2, 8.0 |" in out
+    # Cases logged once are not in it, and a single log of distinct cases has no such section.
+    assert "hstu-paper/H-A/fused/paper/bs32 | 2" not in out
+    assert main([str(second)]) == 0
+    assert "more than once" not in capsys.readouterr().out
+
+
 def test_a_bad_case_log_is_an_error_naming_file_and_line(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(LOG[0]) + "\nnot json\n")

@@ -183,7 +183,32 @@ def throughput_table(rows: list[dict], markdown: bool = False) -> str:
     return grid(head, body, markdown) if body else ""
 
 
-def sections(rows: list[dict], markdown: bool = False) -> list[tuple[str, str]]:
+def runs_table(records: list[tuple[dict, str]], markdown: bool = False) -> str:
+    """Cases logged more than once (reruns, several processes), one line each: every run's
+    median and verdict in log order, and the slowest run's median over the fastest's. The other
+    tables show a case's latest run only; this one keeps a failed run beside the pass after it,
+    and shows how far a case moves between processes, which no one run's interval does."""
+    runs: dict[str, list[tuple[dict, str]]] = {}
+    for result, gate in records:
+        runs.setdefault(result["case"], []).append((result, gate))
+    body = []
+    for case, seen in runs.items():
+        if len(seen) < 2:
+            continue
+        medians = [r["latency_ms"]["median"] for r, _ in seen]
+        host = [(r.get("host") or {}) for r, _ in seen]
+        body.append([case, str(len(seen)),
+                     ", ".join(f"{m:.1f} ({g})" for m, (_, g) in zip(medians, seen)),
+                     f"{max(medians) / min(medians):.2f}",
+                     ", ".join(_f(h.get("share"), "{:.0%}") for h in host),
+                     ", ".join(_f(h.get("launch_us"), "{:.1f}") for h in host)])
+    head = ["case", "runs", "median ms (gate), each run", "slowest / fastest", "host-bound, each run",
+            "host us per op, each run"]
+    return grid(head, body, markdown) if body else ""
+
+
+def sections(rows: list[dict], markdown: bool = False, records: list[tuple[dict, str]] | None = None
+             ) -> list[tuple[str, str]]:
     """A run's summaries, titled, in order; the ones the rows have nothing for are left out."""
     return [(title, text) for title, text in (
         ("cases", table(rows, markdown)),
@@ -191,4 +216,6 @@ def sections(rows: list[dict], markdown: bool = False) -> list[tuple[str, str]]:
         ("where the time goes (ms per module, one instrumented round)", modules_table(rows, markdown)),
         ("counters, host-bound share, module speedups over eager", counters_table(rows, markdown)),
         ("throughput of counted spans (one instrumented round)", throughput_table(rows, markdown)),
+        ("cases run more than once (the tables above show each one's latest run)",
+         runs_table(records or [], markdown)),
     ) if text]

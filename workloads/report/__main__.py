@@ -25,12 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     # A case logged again (a rerun, a later log) shows its latest record.
     latest = {r["result"]["case"]: r for _, r in records}
     rows = [row(r["result"], r.get("gate", "-")) for r in latest.values()]
-    for title, text in sections(rows, args.markdown):
+    every = [(r["result"], r.get("gate", "-")) for _, r in records]
+    for title, text in sections(rows, args.markdown, every):
         print(f"### {title}\n\n{text}\n" if args.markdown else f"== {title}\n{text}\n")
     if args.html:
         from .html import render
         try:
-            page = render(rows, [r["result"] for r in latest.values()], title=f"mmgen-perf: {', '.join(args.logs)}")
+            page = render(rows, [r["result"] for r in latest.values()], every, title=f"mmgen-perf: {', '.join(args.logs)}")
         except RuntimeError as e:
             print(f"error: {e}")
             return 2

@@ -104,11 +104,12 @@ def _provenance(results: list[dict]) -> str:
     return f"<ul>{items}</ul>"
 
 
-def render(rows: list[dict], results: list[dict], title: str = "mmgen-perf report") -> str:
+def render(rows: list[dict], results: list[dict], records: list[tuple[dict, str]] | None = None,
+           title: str = "mmgen-perf report") -> str:
     """The page: provenance of the results, the run's tables, a figure per input."""
     plt = _needs_matplotlib()
     parts = [f"<h1>{html.escape(title)}</h1>", "<h2>where these figures came from</h2>", _provenance(results)]
-    for heading, text in sections(rows, markdown=True):
+    for heading, text in sections(rows, markdown=True, records=records):
         parts += [f"<h2>{html.escape(heading)}</h2>", _md_table_to_html(text)]
     parts.append("<h2>per input</h2>")
     for name, group in _inputs(rows).items():
