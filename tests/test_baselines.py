@@ -64,6 +64,8 @@ def test_invalid_json_names_the_file(tmp_path):
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"].update(host={"launch_us": 5.0, "on_cpu": 1.2}), "host"),
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"].update(host={"launch_us": 5.0, "throttled_ms": -3}), "host"),
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"].update(host={"launch_us": 5.0, "gc_ms": -1.0}), "host"),
+    (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"].update(host={"launch_us": 5.0, "launch_us_rounds": [5.0, 0]}), "host"),
+    (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"].update(host={"launch_us": 5.0, "launch_us_rounds": 5.0}), "host"),
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"]["counters"].update(graphs="one"), "counters"),
     (lambda d: d["cases"]["m/T-T/compile/tiny/bs1"]["provenance"].pop("commit"), "provenance"),
 ])

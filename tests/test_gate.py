@@ -191,6 +191,25 @@ def test_a_host_bound_failure_says_when_its_thread_was_held_off_the_cpu():
         assert "timing thread" not in msg and "quota" not in msg
 
 
+def test_a_host_bound_failure_says_when_the_hosts_speed_moved_during_its_rounds():
+    """Each timed round is preceded by a host probe; where those probes differ by a fifth or more
+    in a host-bound case, the failure says so with their range (the host's speed moved inside
+    the run, which a single figure for the run hides); steady probes or a GPU-bound case get no
+    such note."""
+    base = bl.entry_from_result(make_result(CASE, samples=noisy(250.0, seed=1)) | {"host": {"share": 0.6, "launch_us": 9.0}})
+    moved = make_result(CASE, samples=noisy(400.0, seed=2)) | {
+        "host": {"share": 0.6, "launch_us": 9.4, "launch_us_rounds": [9.2, 13.0, 9.4]}}
+    (msg,) = bl.check(moved, base, path=PATH, timing=True)
+    assert "the host's speed moved during its rounds (probed before each: 9.2 to 13.0 us per op)" in msg
+    steady = make_result(CASE, samples=noisy(400.0, seed=2)) | {
+        "host": {"share": 0.6, "launch_us": 9.2, "launch_us_rounds": [9.0, 9.2, 9.9]}}
+    gpu_bound = make_result(CASE, samples=noisy(400.0, seed=2)) | {
+        "host": {"share": 0.05, "launch_us": 9.4, "launch_us_rounds": [9.2, 13.0, 9.4]}}
+    for r in (steady, gpu_bound):
+        (msg,) = bl.check(r, base, path=PATH, timing=True)
+        assert "speed moved" not in msg
+
+
 def test_a_latency_failure_names_the_garbage_collector_and_another_cpu_model():
     """Python's garbage collector stalls a host-bound round for as long as it collects, and a
     host-bound rung runs at the pace of the host's CPU: a latency failure says how long the

@@ -452,19 +452,30 @@ def test_a_case_reports_latency_and_the_attention_share_but_no_token_times():
     assert r["counters"] == {"recompiles": 0}
 
 
-def test_each_case_probes_its_host(monkeypatch):
-    """The host's speed is probed per case, not once a session: a job that starts on the same
-    host between two cases shows in the second case's figure, which the gate's allowance uses."""
+def test_each_case_probes_its_host_before_each_timed_round(monkeypatch):
+    """The host's speed is probed before each timed round, not once a session or once after the
+    rounds: a job that starts on the same host between two cases shows in the second case's
+    figure, which the gate's allowance uses, and a slow window inside a case shows in its rounds'."""
     from workloads.cases import Case
     from workloads.harness import Session, run_case
     from workloads.measure import device as md
 
-    probes = iter([10.0, 25.0])
-    monkeypatch.setattr(md, "launch_overhead_us", lambda device: next(probes))
+    speed = {"us": 10.0, "calls": 0}
+
+    def probe(device, ops=2000, repeats=7):
+        speed["calls"] += 1
+        return speed["us"] + speed["calls"] % 2   # alternates within a case: 10, 11, 10, ...
+
+    monkeypatch.setattr(md, "launch_overhead_us", probe)
     session = Session(CPU)
-    hosts = [run_case(Case("hstu", "hstu-tiny", "H-A", lever, "tiny", 1), session)["host"]
-             for lever in ("eager", "memory_efficient")]
-    assert [h["launch_us"] for h in hosts] == [10.0, 25.0]
+    hosts = [run_case(Case("hstu", "hstu-tiny", "H-A", "eager", "tiny", 1), session)["host"]]
+    speed["us"] = 25.0
+    r = run_case(Case("hstu", "hstu-tiny", "H-A", "memory_efficient", "tiny", 1), session)
+    hosts.append(r["host"])
+    assert all(len(h["launch_us_rounds"]) >= 3 for h in hosts)      # one probe per timed round
+    assert len(hosts[1]["launch_us_rounds"]) == r["rounds"]
+    assert set(hosts[0]["launch_us_rounds"]) <= {10.0, 11.0} and set(hosts[1]["launch_us_rounds"]) <= {25.0, 26.0}
+    assert 10.0 <= hosts[0]["launch_us"] <= 11.0 and 25.0 <= hosts[1]["launch_us"] <= 26.0   # their median
     assert all(h["other_cores"] >= 0 for h in hosts)   # other processes' load during the rounds
     assert all(0 < h["on_cpu"] <= 1 for h in hosts)    # the timing thread's time on a CPU
     assert all(h["gc_ms"] >= 0 and h["gc_full"] >= 0 for h in hosts)   # Python's collector in its rounds
@@ -491,7 +502,7 @@ def test_a_lever_case_records_its_eager_references_host_share(monkeypatch):
         return r["host"], len(counted)
 
     session = harness.Session(CPU)
-    assert case("eager", session) == ({"launch_us": ANY, "share": 1.0, "other_cores": ANY, "on_cpu": ANY,
+    assert case("eager", session) == ({"launch_us": ANY, "launch_us_rounds": ANY, "share": 1.0, "other_cores": ANY, "on_cpu": ANY,
                                        "throttled_ms": ANY, "own_threads": ANY, "gc_ms": ANY, "gc_full": ANY}, 1)
     host, n = case("memory_efficient", session)
     assert host["reference_share"] == 1.0 and n == 1            # the eager case's figure

@@ -75,7 +75,10 @@ def _host_ok(host) -> bool:
     lu = host.get("launch_us")
     fractions = (host.get("share"), host.get("reference_share"), host.get("on_cpu"))
     counts = (host.get(k) for k in ("other_cores", "own_threads", "throttled_ms", "gc_ms", "gc_full"))
-    return ((lu is None or (_num(lu) and lu > 0)) and all(x is None or (_num(x) and 0 <= x <= 1) for x in fractions)
+    rounds = host.get("launch_us_rounds")
+    return ((lu is None or (_num(lu) and lu > 0))
+            and (rounds is None or (isinstance(rounds, list) and all(_num(x) and x > 0 for x in rounds)))
+            and all(x is None or (_num(x) and 0 <= x <= 1) for x in fractions)
             and all(x is None or (_num(x) and x >= 0) for x in counts))
 
 
@@ -108,7 +111,7 @@ def validate(data, path: Path, *, device_class: str | None = None, scale: str | 
             raise BaselineError(f"{where}.counters: expected an object of numbers, got {counters!r}")
         host = entry.get("host")
         if host is not None and not _host_ok(host):
-            raise BaselineError(f"{where}.host: expected {{launch_us: positive number, share, reference_share and on_cpu: 0..1, "
+            raise BaselineError(f"{where}.host: expected {{launch_us: positive number, launch_us_rounds: list of them, share, reference_share and on_cpu: 0..1, "
                                 f"other_cores, own_threads, throttled_ms, gc_ms and gc_full: >= 0}}, "
                                f"got {host!r}")
         runs = entry.get("runs")
@@ -249,7 +252,8 @@ def _busy_note(now: dict | None, then: dict | None, latency_ms: float | None = N
     """What else the host did to this case's rounds, where it was enough to matter: other
     processes' load (a host-bound case sharing the host with another job ran 40-94% slower,
     docs/measured.md, HSTU), the process's own other threads' load, the timing thread's time off the CPU,
-    the CPU quota's throttling, Python's garbage collector (2% of a round or more), and a CPU
+    the host's speed moving between its rounds (a host-bound case only), the CPU quota's
+    throttling, Python's garbage collector (2% of a round or more), and a CPU
     model other than the baseline's (`cpus`: this run's and the baseline's, from their
     provenance)."""
     now, then = now or {}, then or {}
@@ -271,6 +275,10 @@ def _busy_note(now: dict | None, then: dict | None, latency_ms: float | None = N
         before = then.get("on_cpu")
         notes.append(f"its timing thread was on a CPU for {on_cpu:.0%} of its rounds' wall time"
                      + (f" (the baseline's: {before:.0%})" if before is not None else ""))
+    probes = now.get("launch_us_rounds") or []
+    if len(probes) >= 2 and max(probes) >= 1.2 * min(probes) and (now.get("share") or 0) >= 0.3:
+        notes.append(f"the host's speed moved during its rounds (probed before each: {min(probes):.1f} to "
+                     f"{max(probes):.1f} us per op)")
     throttled = now.get("throttled_ms")
     if throttled:
         notes.append(f"the CPU quota of its control group held it off the CPU for {throttled:.0f} ms of its input's rounds")

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import device as _device
 from .counters import compiled_graphs
+
+# The host probe taken before each timed round (device.launch_overhead_us), small enough to cost
+# under 10 ms a round: a probe taken once after a case's rounds can miss the window they ran in.
+# On one H200 host, the probes of two rungs taken after the same interleaved rounds read 13.0
+# and 9.2 us per op, and three host-bound rungs ran 1.2-1.5x slower in two rounds of a loop than
+# in its third.
+ROUND_PROBE_OPS, ROUND_PROBE_REPEATS = 200, 3
 
 
 class Stopwatch:
@@ -179,8 +187,12 @@ class Variant:
     # the timing thread's, over the wall time): a spinning worker pool, a profiler's or a
     # compiler's threads competing with the timing thread for the host, unseen by other_cores.
     own_threads: list[float] = field(default_factory=list)
+    # Per timed round, the host's time per framework op probed right before it, off the clock.
+    launch_us: list[float] = field(default_factory=list)
 
     def once(self, device, record: bool, spans: bool = False) -> dict[str, float]:
+        if record:
+            self.launch_us.append(_device.launch_overhead_us(device, ops=ROUND_PROBE_OPS, repeats=ROUND_PROBE_REPEATS))
         if self.prepare is not None:
             self.prepare()
         synchronize(device)
