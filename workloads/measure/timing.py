@@ -18,8 +18,9 @@ import torch
 from . import device as _device
 from .counters import compiled_graphs
 
-# The host probe taken before each timed round (device.launch_overhead_us), small enough to cost
-# under 10 ms a round: a probe taken once after a case's rounds can miss the window they ran in.
+# The host probe taken before each timed round (device.launch_overhead_us): 800 adds with its
+# warm-up, about 10 ms a round at 9-14 us per op. A probe taken once after a case's rounds can
+# miss the window they ran in.
 # On one H200 host, the probes of two rungs taken after the same interleaved rounds read 13.0
 # and 9.2 us per op, and three host-bound rungs ran 1.2-1.5x slower in two rounds of a loop than
 # in its third.
