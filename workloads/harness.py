@@ -414,10 +414,10 @@ def _result(rung: _Rung, ref, eager: Variant | None, reference: dict, others, mo
     # Probed before each of the case's timed rounds (Variant.once), not once a session nor once
     # after the rounds: a host's speed is not a constant of a session. With another job on the
     # same host, host-bound cases ran 40-94% slower while a probe taken at the session's start had
-    # seen the host 17% slower. A rung without probed rounds (none here) falls back to one probe.
+    # seen the host 17% slower. Every recorded round is probed, so there is always a probe here.
     probes = ours.launch_us
-    result["host"] = {"launch_us": statistics.median(probes) if probes else md.launch_overhead_us(device),
-                      "launch_us_rounds": [round(x, 2) for x in probes] or None,
+    result["host"] = {"launch_us": statistics.median(probes),
+                      "launch_us_rounds": [round(x, 2) for x in probes],
                       "share": share, "other_cores": others.cores,
                       "on_cpu": round(statistics.median(ours.on_cpu), 3) if ours.on_cpu else None,
                       "throttled_ms": others.throttled_ms,
