@@ -39,7 +39,7 @@ def test_matrix_ids_batches_and_marks():
     assert len(batches) == 2 and 1 in batches
     by_id = {c.id: c for c in cases}
     assert {"gpu", "pr"} <= set(by_id["llama-7b/T-T/cuda_graph/paper/bs1"].marks)
-    assert all("large" in c.marks for c in cases if c.model == "llama-34b")
+    assert all("large" in c.marks and "pr" not in c.marks for c in cases if c.model == "llama-34b")
     tiny = matrix("llama", LADDER, "tiny")
     assert {c.batch for c in tiny} == {1, WORKLOADS["llama"].table_iii_batch}
     assert [c.lever for c in tiny if "gpu" in c.marks] == ["cuda_graph", "cuda_graph"]
