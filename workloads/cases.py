@@ -8,8 +8,6 @@ import torch
 from .levers import LEVERS, stack
 from .registry import WORKLOADS
 
-SCALES = ("tiny", "small", "paper")
-
 
 @dataclass(frozen=True)
 class Case:

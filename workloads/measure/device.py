@@ -32,13 +32,6 @@ def device_class(device: torch.device | str) -> str:
     return slug
 
 
-def total_memory_bytes(device: torch.device | str) -> int | None:
-    device = torch.device(device)
-    if device.type != "cuda":
-        return None
-    return torch.cuda.get_device_properties(device).total_memory
-
-
 def _nvml_state(index: int) -> dict | None:
     try:
         import pynvml  # nvidia-ml-py

@@ -18,7 +18,6 @@ from .lengths import LengthDist
 from .text import DECODE_CAP
 
 SAMPLE_RATE = 16000
-FRAME_RATE = 50            # stacked frames per second
 _HOP, _WINDOW = 160, 400   # the feature extractor's 10 ms hop and 25 ms window, in samples
 
 SPEECH_IN = LengthDist(179, 1464, 492.83, "seed paper 1, Table II, Fleurs en_us speech input (50 Hz frames)")

@@ -59,14 +59,6 @@ class TextBatch:
     def padded_length(self) -> int:
         return self.input_ids.shape[1]
 
-    @property
-    def context(self) -> int:
-        return self.padded_length + self.new_tokens
-
-
-def max_context(dataset: Dataset, scale: str) -> int:
-    """The longest context a batch of this task can need: longest prompt plus the decode cap."""
-    return dataset.prompt.hi + DECODE_CAP[scale]
 
 
 def batch_from_lengths(lengths, new_tokens: int, *, vocab_size: int, device, rng: np.random.Generator,
