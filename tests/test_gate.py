@@ -200,7 +200,13 @@ def test_a_host_bound_failure_says_when_the_hosts_speed_moved_during_its_rounds(
     moved = make_result(CASE, samples=noisy(400.0, seed=2)) | {
         "host": {"share": 0.6, "launch_us": 9.4, "launch_us_rounds": [9.2, 13.0, 9.4]}}
     (msg,) = bl.check(moved, base, path=PATH, timing=True)
-    assert "the host's speed moved during its rounds (probed before each: 9.2 to 13.0 us per op)" in msg
+    assert "the host's speed moved during its rounds (probed before each: 9.2 to 13.0 us per op" in msg
+    # With one probe per round, the note pairs the slowest and the fastest round with theirs.
+    paired = make_result(CASE, samples=[410.0, 520.0, 395.0]) | {
+        "host": {"share": 0.6, "launch_us": 9.4, "launch_us_rounds": [9.2, 13.0, 9.4]}}
+    (msg,) = bl.check(paired, base, path=PATH, timing=True)
+    assert ("9.2 to 13.0 us per op; its slowest round, 520.00 ms, came after a probe of 13.0, "
+            "its fastest, 395.00 ms, after 9.4)") in msg
     steady = make_result(CASE, samples=noisy(400.0, seed=2)) | {
         "host": {"share": 0.6, "launch_us": 9.2, "launch_us_rounds": [9.0, 9.2, 9.9]}}
     gpu_bound = make_result(CASE, samples=noisy(400.0, seed=2)) | {

@@ -238,7 +238,7 @@ def check(result: dict, entry: dict, *, path: str | Path, timing: bool,
             f"{cid}: latency {lat['median']:.2f} ms vs baseline {base['median']:.2f} ms: "
             f"{(r.median - 1) * 100:+.1f}% (95% CI {(r.lo - 1) * 100:+.1f}% to {(r.hi - 1) * 100:+.1f}%), "
             f"slower than the {threshold + allowance:.1%} threshold{why_mode} allows{why_host}"
-            f"{_busy_note(now, then, lat['median'], _cpus(result, entry))} ({path})"
+            f"{_busy_note(now, then, lat['median'], _cpus(result, entry), lat['samples'])} ({path})"
         )
     return failures
 
@@ -248,14 +248,14 @@ def _cpus(result: dict, entry: dict) -> tuple[str | None, str | None]:
 
 
 def _busy_note(now: dict | None, then: dict | None, latency_ms: float | None = None,
-               cpus: tuple[str | None, str | None] = (None, None)) -> str:
+               cpus: tuple[str | None, str | None] = (None, None), rounds: list[float] | None = None) -> str:
     """What else the host did to this case's rounds, where it was enough to matter: other
     processes' load (a host-bound case sharing the host with another job ran 40-94% slower,
     docs/measured.md, HSTU), the process's own other threads' load, the timing thread's time off the CPU,
     the host's speed moving between its rounds (a host-bound case only), the CPU quota's
     throttling, Python's garbage collector (2% of a round or more), and a CPU
     model other than the baseline's (`cpus`: this run's and the baseline's, from their
-    provenance)."""
+    provenance). `rounds` are the run's round times, in the order of their probes."""
     now, then = now or {}, then or {}
     notes = []
     if cpus[0] and cpus[1] and cpus[0] != cpus[1]:
@@ -277,8 +277,16 @@ def _busy_note(now: dict | None, then: dict | None, latency_ms: float | None = N
                      + (f" (the baseline's: {before:.0%})" if before is not None else ""))
     probes = now.get("launch_us_rounds") or []
     if len(probes) >= 2 and max(probes) >= 1.2 * min(probes) and (now.get("share") or 0) >= 0.3:
+        # Which rounds the slow probes preceded: on Chameleon's launch-bound compiled step each
+        # run's slowest round followed its highest probe (1.06-1.20x the run's median).
+        paired = ""
+        if rounds is not None and len(rounds) == len(probes):
+            slow = max(range(len(rounds)), key=rounds.__getitem__)
+            fast = min(range(len(rounds)), key=rounds.__getitem__)
+            paired = (f"; its slowest round, {rounds[slow]:.2f} ms, came after a probe of {probes[slow]:.1f}, "
+                      f"its fastest, {rounds[fast]:.2f} ms, after {probes[fast]:.1f}")
         notes.append(f"the host's speed moved during its rounds (probed before each: {min(probes):.1f} to "
-                     f"{max(probes):.1f} us per op)")
+                     f"{max(probes):.1f} us per op{paired})")
     throttled = now.get("throttled_ms")
     if throttled:
         notes.append(f"the CPU quota of its control group held it off the CPU for {throttled:.0f} ms of its input's rounds")
