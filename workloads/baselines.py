@@ -281,10 +281,9 @@ def _busy_note(now: dict | None, then: dict | None, latency_ms: float | None = N
         # run's slowest round followed its highest probe (1.06-1.20x the run's median).
         paired = ""
         if rounds is not None and len(rounds) == len(probes):
-            slow = max(range(len(rounds)), key=rounds.__getitem__)
-            fast = min(range(len(rounds)), key=rounds.__getitem__)
-            paired = (f"; its slowest round, {rounds[slow]:.2f} ms, came after a probe of {probes[slow]:.1f}, "
-                      f"its fastest, {rounds[fast]:.2f} ms, after {probes[fast]:.1f}")
+            (slow, slow_probe), (fast, fast_probe) = max(zip(rounds, probes)), min(zip(rounds, probes))
+            paired = (f"; its slowest round, {slow:.2f} ms, came after a probe of {slow_probe:.1f}, "
+                      f"its fastest, {fast:.2f} ms, after {fast_probe:.1f}")
         notes.append(f"the host's speed moved during its rounds (probed before each: {min(probes):.1f} to "
                      f"{max(probes):.1f} us per op{paired})")
     throttled = now.get("throttled_ms")

@@ -60,7 +60,6 @@ class TextBatch:
         return self.input_ids.shape[1]
 
 
-
 def batch_from_lengths(lengths, new_tokens: int, *, vocab_size: int, device, rng: np.random.Generator,
                        dataset: str = "custom", max_positions: int | None = None) -> TextBatch:
     """Left-padded random prompts of the given lengths."""
