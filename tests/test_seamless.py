@@ -277,6 +277,37 @@ def test_vocoder_with_2d_convolutions_matches_library(model, rows, seed):
     _assert_waveform(model, wave, lengths, ref_wave, ref_lengths, voc.bucket, f"2-D conv vocoder, rows {rows}")
 
 
+def test_only_the_2d_stack_runs_with_cudnns_timed_plans(model):
+    """cuDNN's benchmark mode is on while the 2-D stack runs, and as it was before and after; the
+    1-D compiled stack, whose convolution shapes eager shares, runs with it as it was."""
+    units = _units(model, [20], 0)
+    lang = model.generation_config.vocoder_lang_code_to_id[seamless.TGT_LANG]
+    for conv2d in (True, False):
+        for before in (False, True):
+            voc, seen = tr.Vocoder(model.vocoder, "compile", conv2d=conv2d), []
+            voc.hifi_gan = _Recording(voc.hifi_gan, seen)
+            torch.backends.cudnn.benchmark = before
+            try:
+                voc(units, lang)
+                after = torch.backends.cudnn.benchmark
+            finally:
+                torch.backends.cudnn.benchmark = False
+            assert seen and set(seen) == {conv2d or before}, (conv2d, before, seen)
+            assert after == before
+
+
+class _Recording(torch.nn.Module):
+    """A module run as it is, noting cuDNN's benchmark flag at each call (tracing calls it too)."""
+
+    def __init__(self, inner, seen):
+        super().__init__()
+        self.inner, self.seen = inner, seen
+
+    def forward(self, x):
+        self.seen.append(torch.backends.cudnn.benchmark)
+        return self.inner(x)
+
+
 @settings(max_examples=10)
 @given(frames=st.lists(st.integers(1, 90), min_size=1, max_size=3))
 def test_vocoder_flops_are_the_flop_counters_on_each_unpadded_row(built, frames):

@@ -178,7 +178,9 @@ class Vocoder:
         # as channels-last 2-D ones (the library's module, which eager runs, is left as it is).
         self.hifi_gan = conv1d_as_channels_last_2d(module.hifi_gan) if conv2d else module.hifi_gan
         self.inductor_options = inductor_options or None
+        self.conv2d = conv2d
         self._compiled: dict[tuple, object] = {} if compiled is None else compiled   # may be shared
+        self._samples_for: dict[int, int] = {}
         self._graphs_a: dict[tuple, tuple] = {}
         self._graphs_b: dict[tuple, tuple] = {}
 
@@ -230,15 +232,28 @@ class Vocoder:
                                                    options=self.inductor_options)
         return fn
 
+    def _cudnn_plans(self):
+        """cuDNN's benchmark mode around the 2-D stack's calls: the plan for each convolution
+        shape is then the fastest cuDNN timed, not its heuristic's pick (a probe of S-S's
+        vocoder on an H200: 5.0 -> 4.0 ms a graphed call, docs/measured.md). PyTorch caches a
+        shape's plan under a key without this flag but with the memory format, so the
+        channels-last shapes, which only this stack runs, get timed plans, and the 1-D stacks
+        timed beside it (eager's too) keep their heuristic ones."""
+        if not self.conv2d:
+            return contextlib.nullcontext()
+        return _cudnn_benchmark()
+
     def _stage_b(self, h, ends, lang, spkr, frames: int) -> torch.Tensor:
         key = (tuple(h.shape), frames)
         fn = self._compiled_b(key)
         if self.mode == "compile":
-            return fn(h, ends, lang, spkr, frames)
+            with self._cudnn_plans():
+                return fn(h, ends, lang, spkr, frames)
         if key not in self._graphs_b:
             static = (h, ends, lang.clone(), spkr.clone())   # h, ends: stage A's graph outputs
-            warm_on_side_stream(lambda: fn(*static, frames))
-            graph, out = capture_graph(lambda: fn(*static, frames))
+            with self._cudnn_plans():   # plans are chosen in the warm-up, outside the capture
+                warm_on_side_stream(lambda: fn(*static, frames))
+                graph, out = capture_graph(lambda: fn(*static, frames))
             self._graphs_b[key] = (graph, static, out)
         graph, (_, _, s_lang, s_spkr), out = self._graphs_b[key]
         s_lang.copy_(lang)
@@ -260,17 +275,35 @@ class Vocoder:
         unit_mask = (torch.arange(Ub, device=dev) < U).expand(B, Ub).to(torch.long)
         h, ends_real = self._stage_a(ids, unit_mask)
         ends = ends_real[:, :-1]
-        # The one host read: frame counts choose the bucket; output lengths follow from them
-        # by the library's formulas, on the host (on the device they are a hundred tiny kernels).
+        # The one host read: frame counts choose the bucket.
         host = ends_real.cpu()
         T = int(host[:, Ub - 1].max())
-        last = host[:, -1].clamp(0, U - 1)   # the library's index: the count of non-pad units
-        units = host[:, :-1].gather(1, last.unsqueeze(1)).reshape(-1)
-        lengths = voc._get_output_hifigan_lengths(units)
         Tb = -(-T // self.bucket) * self.bucket
         wave = self._stage_b(h, ends, lang, spkr, Tb)
-        keep = int(voc._get_output_hifigan_lengths(torch.tensor(T)))
-        return wave[:, :keep].clone(), lengths
+        # While the stack runs: output lengths by the library's formula, on the host (on the
+        # device they are a hundred tiny kernels).
+        last = host[:, -1].clamp(0, U - 1)   # the library's index: the count of non-pad units
+        units = host[:, :-1].gather(1, last.unsqueeze(1)).reshape(-1)
+        lengths = torch.tensor([self._samples(int(n)) for n in units], dtype=torch.long)
+        return wave[:, :self._samples(T)].clone(), lengths
+
+    def _samples(self, frames: int) -> int:
+        """The library's waveform length for `frames` frames, once per count: its formula is some
+        four hundred tensor operations, about a millisecond of host time."""
+        n = self._samples_for.get(frames)
+        if n is None:
+            n = self._samples_for[frames] = int(self.module._get_output_hifigan_lengths(torch.tensor(frames)))
+        return n
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark():
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old
 
 
 _META_STACKS: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()

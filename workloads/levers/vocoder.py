@@ -40,15 +40,17 @@ CUDA_GRAPH = Lever(
     why_not=_why_not_graph,
     needs_cuda=True,
 )
-# No rung turns on cuDNN's benchmark mode (timing each convolution's algorithms): PyTorch caches
-# the chosen cuDNN plan per process and thread under a key without that flag, so the first rung
-# to run a shape would fix the plan for every other rung timed beside it, eager's included.
+# The 1-D rungs leave cuDNN's benchmark mode (timing each convolution's algorithms) off: PyTorch
+# caches the chosen cuDNN plan per process under a key without that flag, so the first rung to run
+# a shape would fix the plan for every other rung timed beside it, eager's included. The 2-D rung
+# turns it on around its own calls: its channels-last shapes are keys no other rung runs.
 # Beyond the paper's Table V: graphed, the vocoder no longer waits on launches (S-S with
 # vocoder_cuda_graph is 9% host-bound as a whole on an H200, docs/measured.md) and what is left is its
 # convolution kernels; 1-D convolutions get none of the channels-last kernels 2-D ones get.
 CONV2D = Lever(
     "vocoder_conv2d",
-    "the vocoder's 1-D convolutions as channels-last 2-D convolutions, compiled (and graphed where stacked on it)",
+    "the vocoder's 1-D convolutions as channels-last 2-D convolutions with cuDNN's timed plans, compiled "
+    "(and graphed where stacked on it)",
     # Inductor's default mode: max-autotune would benchmark convolution templates for every 2-D
     # convolution shape of the stack, in every length bucket.
     apply=lambda plan, ctx: plan.with_(engine="static", vocoder=plan.vocoder if plan.vocoder != "eager" else "compile",
