@@ -216,6 +216,35 @@ def test_a_host_bound_failure_says_when_the_hosts_speed_moved_during_its_rounds(
         assert "speed moved" not in msg
 
 
+def test_a_host_bound_failure_against_a_one_process_entry_says_how_to_pool_more():
+    """A host-bound case's time moves between processes; an entry of one process cannot know by
+    how much. A latency failure against such an entry says so, and how to give it more processes:
+    fold this run where the code is the entry's, else re-measure. An entry of two processes, or a
+    GPU-bound case, gets no such note."""
+    host = {"share": 0.7, "launch_us": 7.7}
+    code = {"commit": "abc1234", "date": "first", "source": "s1", "torch": "2.13.0", "cuda": "13.0",
+            "device_class": "nvidia-h200"}
+
+    def run(median, seed, **host_and_prov):
+        r = make_result(CASE, samples=noisy(median, seed=seed))
+        return r | {"host": host_and_prov.get("host", host), "provenance": code | host_and_prov.get("prov", {})}
+
+    base = bl.entry_from_result(run(250.0, 1))
+    slower = run(290.0, 2)
+    (msg,) = bl.check(slower, base, path=PATH, timing=True)
+    assert "its entry holds one process's rounds" in msg and "this case, 70% host-bound, moves more" in msg
+    assert "python -m workloads.baselines fold" in msg and msg.endswith(f"({PATH})")
+    assert "commit abc1234" in msg
+    (msg,) = bl.check(run(290.0, 2, prov={"source": "s2"}), base, path=PATH, timing=True)
+    assert "re-measure it with --update-baselines in two or more processes" in msg
+    two = bl.entry_from_result(run(252.0, 3, prov={"date": "second"}), previous=base)
+    assert len(two["runs"]) == 2
+    gpu = {"share": 0.05, "launch_us": 7.7}
+    for r, e in ((slower, two), (run(290.0, 2, host=gpu), bl.entry_from_result(run(250.0, 1, host=gpu)))):
+        (msg,) = bl.check(r, e, path=PATH, timing=True)
+        assert "one process" not in msg
+
+
 def test_a_latency_failure_names_the_garbage_collector_and_another_cpu_model():
     """Python's garbage collector stalls a host-bound round for as long as it collects, and a
     host-bound rung runs at the pace of the host's CPU: a latency failure says how long the
