@@ -219,6 +219,43 @@ def test_fold_pools_a_gate_runs_case_log_once(tmp_path):
     assert bl.load(path)["cases"]["m/T-T/compile/tiny/bs1"]["min_speedup"] is not None
 
 
+def test_fold_pools_the_eager_rounds_timed_beside_a_lever_into_the_eager_entry(tmp_path):
+    """A process that ran levers without the eager case still timed eager beside them: those
+    rounds pool into the eager entry (same code only), once per process: not again for a second
+    lever of that process (its rounds a prefix of the first's), nor where the eager case's own
+    result of that process is in the logs, nor on a second fold."""
+    path = bl.path_for(tmp_path, "cpu", "tiny")
+    eager_id, lever_id = "m/T-T/eager/tiny/bs1", "m/T-T/compile/tiny/bs1"
+
+    def run(case, samples, date, reference=None, source="f00d"):
+        # The eager case's reference is its own rounds, and it has no speedup.
+        r = run_of(samples, date, speedup=None if reference is None else (2.0, 1.9, 2.1), source=source) | {"case": case}
+        return r | {"reference_latency_ms": {"samples": list(samples if reference is None else reference)}}
+
+    bl.record(path, scale="tiny", result=run(eager_id, (10.0, 10.2), "d0"))
+    bl.record(path, scale="tiny", result=run(lever_id, (5.0, 5.1), "d0", reference=(10.0, 10.2)))
+    p1 = [run(lever_id, (5.2, 5.3, 5.1), "d1", reference=(12.0, 12.4, 12.2))]
+    p2 = [run(eager_id, (11.0, 11.1), "d2"), run(lever_id, (5.0, 5.2), "d2", reference=(11.0, 11.1))]
+    p3 = [run("m/T-T/sdpa/tiny/bs1", (9.0, 9.1), "d3", reference=(13.0, 13.3)),
+          run(lever_id, (5.4, 5.5), "d3", reference=(13.0, 13.3, 13.1))]
+    other = [run(lever_id, (5.0, 5.0), "d4", reference=(20.0, 20.0), source="beef")]
+    log = _log(tmp_path, "gate.jsonl", *p1, *p2, *p3)
+    with pytest.raises(bl.BaselineError, match="m/T-T/sdpa/tiny/bs1 has no entry"):
+        bl.fold(tmp_path, [log])   # a lever without an entry is refused as before: nothing written
+    log = _log(tmp_path, "gate.jsonl", *p1, *p2, p3[1])
+    lines = bl.fold(tmp_path, [log])
+    eager = bl.load(path)["cases"][eager_id]
+    assert eager["latency_ms"]["samples"] == [10.0, 10.2, 11.0, 11.1, 12.0, 12.4, 12.2, 13.0, 13.3, 13.1]
+    assert [r["date"] for r in eager["runs"]] == ["d0", "d2", "d1", "d3"]
+    assert f"{eager_id}: 4 runs with the eager rounds timed beside {lever_id}, median" in lines[-1]
+    assert all(f"{eager_id}: the eager rounds timed beside {lever_id} already pooled" in line
+               for line in bl.fold(tmp_path, [log]) if "eager rounds" in line)
+    (line,) = [x for x in bl.fold(tmp_path, [_log(tmp_path, "other.jsonl", *other)]) if eager_id in x]
+    assert line == f"{eager_id}: the eager rounds timed beside {lever_id} skipped: its entry is of other code"
+    assert bl.load(path)["cases"][eager_id] == eager
+    assert bl.load(path)["cases"][lever_id]["runs"][-1]["date"] == "d3"
+
+
 @pytest.mark.parametrize("bad, match", [
     (lambda t: _log(t, "count.jsonl", run_of((9.0,), "d1", graphs=3)), r"count\.jsonl:1: .* the same code ran differently"),
     (lambda t: _log(t, "new.jsonl", run_of((9.0,), "d1") | {"case": "m/T-T/eager/tiny/bs1"}), r"new\.jsonl:1: case m/T-T/eager/tiny/bs1 has no entry"),

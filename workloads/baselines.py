@@ -519,7 +519,8 @@ def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
     """Pool the runs that case logs (`--case-log`) hold into the baselines they were gated
     against: only runs of the code that measured the entry (others are skipped, and said so),
     once each. A case with no entry, or whose counters differ from its entry's at the same code,
-    is an error that names it; nothing is written then. Returns one line per run."""
+    is an error that names it; nothing is written then. The eager rounds a lever was timed
+    beside pool into the eager case's entry too (`_fold_eager_beside`). Returns one line per run."""
     try:
         results = [(where, record["result"]) for where, record in caselog.read(logs)]
     except caselog.CaseLogError as e:
@@ -558,7 +559,65 @@ def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
             continue
         entry = record(path, scale=scale, result=result)
         done.append(f"{result['case']}: {len(entry['runs'])} runs, median {entry['latency_ms']['median']:.2f} ms")
-    return done + skipped
+    return done + _fold_eager_beside(root, [r for _, r in results]) + skipped
+
+
+def _eager_id(case_id: str) -> str:
+    parts = case_id.split("/")   # model/task/lever/scale/bs<batch>
+    return "/".join(parts[:2] + ["eager"] + parts[3:])
+
+
+def _within(part: list, whole: list) -> bool:
+    return any(whole[i:i + len(part)] == part for i in range(len(whole) - len(part) + 1))
+
+
+def _fold_eager_beside(root: str | Path, results: list[dict]) -> list[str]:
+    """Pool the eager rounds each lever was timed beside (its reference samples) into the eager
+    case's entry of that input, where that entry is of the same code. They are the eager case's
+    rounds in that process: where the eager case is selected too, its samples are those very
+    rounds. A host-bound eager case moves between processes more than within one (Chameleon's
+    T-I eager at batch 16: 28.3 s in one process, 31.8-36.4 s in four others, docs/measured.md),
+    and a run of one lever per process still times eager in each. Rounds already in the logs'
+    eager results or in the entry, or a prefix of other levers' rounds of the same process, are
+    not pooled twice."""
+    eager = [list(r["latency_ms"]["samples"]) for r in results if _eager_id(r["case"]) == r["case"]]
+    beside = [(r, list(r["reference_latency_ms"]["samples"])) for r in results
+              if _eager_id(r["case"]) != r["case"] and (r.get("reference_latency_ms") or {}).get("samples")]
+    lines = []
+    for i, (result, rounds) in enumerate(beside):
+        cid, eid = result["case"], _eager_id(result["case"])
+        longer = [o for j, (_, o) in enumerate(beside) if j != i and (len(o) > len(rounds) or (len(o) == len(rounds) and j < i))]
+        if any(o[:len(rounds)] == rounds for o in eager + longer):
+            continue   # the same process's eager rounds, pooled with its eager case or another lever
+        scale = cid.split("/")[-2]
+        path = path_for(root, str(result.get("device_class")), scale)
+        data = load(path, device_class=result.get("device_class"), scale=scale)
+        entry = (data or {}).get("cases", {}).get(eid)
+        if entry is None or not same_code(entry, result):
+            lines.append(f"{eid}: the eager rounds timed beside {cid} skipped: "
+                         + ("no entry to pool them into" if entry is None else "its entry is of other code"))
+            continue
+        if _within(rounds, entry["latency_ms"]["samples"]):
+            lines.append(f"{eid}: the eager rounds timed beside {cid} already pooled")
+            continue
+        pooled = update(path, device_class=result["device_class"], scale=scale, case_id=eid,
+                        entry=lambda previous: _with_rounds(previous, rounds, result["provenance"]))
+        lines.append(f"{eid}: {len(pooled['runs'])} runs with the eager rounds timed beside {cid}, "
+                     f"median {pooled['latency_ms']['median']:.2f} ms")
+    return lines
+
+
+def _with_rounds(entry: dict, rounds: list[float], provenance: dict) -> dict:
+    """`entry` with one more run of `rounds` (the last MAX_RUNS runs kept); the rest of the entry,
+    counters and host included, stays that of the eager case's own last run."""
+    run = {"rounds": len(rounds), "median": summarize(rounds).as_dict()["median"], "min_speedup": None,
+           "commit": provenance.get("commit"), "date": provenance.get("date")}
+    runs = (_runs_of(entry) + [run])[-MAX_RUNS:]
+    kept = sum(r["rounds"] for r in runs[:-1])
+    old = entry["latency_ms"]["samples"]
+    samples = old[len(old) - kept:] + rounds
+    return entry | {"runs": runs, "latency_ms": {"metric": entry["latency_ms"].get("metric", "e2e"),
+                                                 **summarize(samples).as_dict(), "samples": samples}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -567,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workloads.baselines",
                                  description="Baseline files: pool gate runs' case logs into their entries.")
     sub = ap.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fold", help="pool the runs in case logs (--case-log) into the baselines of the same code")
+    f = sub.add_parser("fold", help="pool the runs in case logs (--case-log) into the baselines of the same code, "
+                                    "and the eager rounds timed beside each lever into its input's eager entry")
     f.add_argument("logs", nargs="+", metavar="CASE_LOG")
     f.add_argument("--baselines", default="baselines", help="the baselines directory (default: baselines)")
     args = ap.parse_args(argv)
