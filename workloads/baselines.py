@@ -433,15 +433,19 @@ def entry_from_result(result: dict, *, previous: dict | None = None, speedup_mar
     if (previous is None or not same_code(previous, entry)
             or gated_counters(previous.get("counters")) != gated_counters(entry["counters"])):
         return entry
-    runs = (_runs_of(previous) + entry["runs"])[-MAX_RUNS:]
-    kept = sum(r["rounds"] for r in runs[:-1])
-    samples = previous["latency_ms"]["samples"][len(previous["latency_ms"]["samples"]) - kept:] + lat["samples"]
-    pooled = summarize(samples).as_dict()
-    entry["latency_ms"] = {"metric": lat.get("metric", "e2e"), **pooled, "samples": samples}
-    floors = [r.get("min_speedup") for r in runs]
+    entry["runs"], entry["latency_ms"] = _with_run(previous, entry["runs"][0], lat["samples"])
+    floors = [r.get("min_speedup") for r in entry["runs"]]
     entry["min_speedup"] = None if any(f is None for f in floors) else min(floors)
-    entry["runs"] = runs
     return entry
+
+
+def _with_run(previous: dict, run: dict, rounds: list[float]) -> tuple[list[dict], dict]:
+    """`previous`'s runs and latency with one more run of `rounds`: the last MAX_RUNS runs' rounds."""
+    runs = (_runs_of(previous) + [run])[-MAX_RUNS:]
+    kept = sum(r["rounds"] for r in runs[:-1])
+    old = previous["latency_ms"]["samples"]
+    samples = old[len(old) - kept:] + list(rounds)
+    return runs, {"metric": previous["latency_ms"].get("metric", "e2e"), **summarize(samples).as_dict(), "samples": samples}
 
 
 def same_code(entry: dict, other: dict) -> bool:
@@ -580,15 +584,16 @@ def _fold_eager_beside(root: str | Path, results: list[dict]) -> list[str]:
     and a run of one lever per process still times eager in each. Rounds already in the logs'
     eager results or in the entry, or a prefix of other levers' rounds of the same process, are
     not pooled twice."""
-    eager = [list(r["latency_ms"]["samples"]) for r in results if _eager_id(r["case"]) == r["case"]]
+    seen = [list(r["latency_ms"]["samples"]) for r in results if _eager_id(r["case"]) == r["case"]]
     beside = [(r, list(r["reference_latency_ms"]["samples"])) for r in results
               if _eager_id(r["case"]) != r["case"] and (r.get("reference_latency_ms") or {}).get("samples")]
     lines = []
-    for i, (result, rounds) in enumerate(beside):
-        cid, eid = result["case"], _eager_id(result["case"])
-        longer = [o for j, (_, o) in enumerate(beside) if j != i and (len(o) > len(rounds) or (len(o) == len(rounds) and j < i))]
-        if any(o[:len(rounds)] == rounds for o in eager + longer):
+    # Longest first: another lever of the same process timed a prefix of the same eager rounds.
+    for result, rounds in sorted(beside, key=lambda b: -len(b[1])):
+        if any(o[:len(rounds)] == rounds for o in seen):
             continue   # the same process's eager rounds, pooled with its eager case or another lever
+        seen.append(rounds)
+        cid, eid = result["case"], _eager_id(result["case"])
         scale = cid.split("/")[-2]
         path = path_for(root, str(result.get("device_class")), scale)
         data = load(path, device_class=result.get("device_class"), scale=scale)
@@ -608,16 +613,12 @@ def _fold_eager_beside(root: str | Path, results: list[dict]) -> list[str]:
 
 
 def _with_rounds(entry: dict, rounds: list[float], provenance: dict) -> dict:
-    """`entry` with one more run of `rounds` (the last MAX_RUNS runs kept); the rest of the entry,
-    counters and host included, stays that of the eager case's own last run."""
+    """`entry` with one more run of `rounds`; the rest of the entry, counters and host included,
+    stays that of the eager case's own last run."""
     run = {"rounds": len(rounds), "median": summarize(rounds).as_dict()["median"], "min_speedup": None,
            "commit": provenance.get("commit"), "date": provenance.get("date")}
-    runs = (_runs_of(entry) + [run])[-MAX_RUNS:]
-    kept = sum(r["rounds"] for r in runs[:-1])
-    old = entry["latency_ms"]["samples"]
-    samples = old[len(old) - kept:] + rounds
-    return entry | {"runs": runs, "latency_ms": {"metric": entry["latency_ms"].get("metric", "e2e"),
-                                                 **summarize(samples).as_dict(), "samples": samples}}
+    runs, latency = _with_run(entry, run, rounds)
+    return entry | {"runs": runs, "latency_ms": latency}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -296,6 +296,8 @@ class Vocoder:
         return n
 
 
+# Not torch.backends.cudnn.flags: it sets every other cuDNN flag too, to its own defaults
+# (enabled=False among them) unless each is passed.
 @contextlib.contextmanager
 def _cudnn_benchmark():
     old = torch.backends.cudnn.benchmark
