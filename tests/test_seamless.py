@@ -282,6 +282,7 @@ def test_only_the_2d_stack_runs_with_cudnns_timed_plans(model):
     1-D compiled stack, whose convolution shapes eager shares, runs with it as it was."""
     units = _units(model, [20], 0)
     lang = model.generation_config.vocoder_lang_code_to_id[seamless.TGT_LANG]
+    orig = torch.backends.cudnn.benchmark
     for conv2d in (True, False):
         for before in (False, True):
             voc, seen = tr.Vocoder(model.vocoder, "compile", conv2d=conv2d), []
@@ -291,7 +292,7 @@ def test_only_the_2d_stack_runs_with_cudnns_timed_plans(model):
                 voc(units, lang)
                 after = torch.backends.cudnn.benchmark
             finally:
-                torch.backends.cudnn.benchmark = False
+                torch.backends.cudnn.benchmark = orig
             assert seen and set(seen) == {conv2d or before}, (conv2d, before, seen)
             assert after == before
 
