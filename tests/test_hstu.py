@@ -545,6 +545,69 @@ def test_the_planned_rungs_of_one_reference_are_timed_in_one_loop(monkeypatch):
         harness.run_case(cases[3], session)
 
 
+
+def test_rungs_that_run_out_of_memory_together_are_timed_one_by_one_beside_eager(monkeypatch):
+    """At max batch a loop keeps every selected rung's graphs and caches alive at once: where
+    that runs out of the device's memory, the case is timed again in a loop of its own beside
+    eager, and so is every later rung of that input, each result saying so. A rung that ran out
+    of memory in its setup within someone else's loop gets its own loop too. One that runs out
+    alone fails as it did."""
+    from workloads import harness
+    from workloads.cases import Case
+
+    loops = []
+    real = harness.interleave
+
+    def crowded(vs, *a):   # the first loop, with every rung in it, does not fit
+        loops.append([v.name for v in vs])
+        if len(loops) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(vs, *a)
+
+    monkeypatch.setattr(harness, "interleave", crowded)
+    cases = [Case("hstu", "hstu-tiny", "H-A", lever, "tiny", 1) for lever in ("eager", "memory_efficient")]
+    session = harness.Session(CPU)
+    session.plan(cases)
+    with pytest.warns(UserWarning, match="ran out of the device's memory together"):
+        eager = harness.run_case(cases[0], session)
+    assert loops == [["eager", "memory_efficient"], ["eager"]]
+    lever = harness.run_case(cases[1], session)
+    assert loops[2:] == [["eager", "memory_efficient"]]
+    assert [eager["case"], lever["case"]] == [c.id for c in cases]
+    assert eager["timed_alone_after_oom"] and lever["timed_alone_after_oom"]
+    assert lever["speedup"] is not None
+
+    # Out of memory in a rung's own setup, inside a loop that otherwise fits.
+    loops.clear()
+    real_setup = harness._setup
+    failed = []
+
+    def setup(runner, device):
+        if runner.attn_implementation == "memory_efficient" and not failed:
+            failed.append(runner)
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_setup(runner, device)
+
+    monkeypatch.setattr(harness, "_setup", setup)
+    monkeypatch.setattr(harness, "interleave", lambda vs, *a: loops.append([v.name for v in vs]) or real(vs, *a))
+    cases = [Case("hstu", "hstu-tiny", "H-A", lever, "tiny", 2) for lever in ("eager", "memory_efficient")]
+    session.plan(cases)
+    assert "timed_alone_after_oom" not in harness.run_case(cases[0], session)
+    assert loops == [["eager"]]
+    with pytest.warns(UserWarning, match="ran out of the device's memory together"):
+        assert harness.run_case(cases[1], session)["timed_alone_after_oom"]
+    assert loops == [["eager"], ["eager", "memory_efficient"]]
+
+    # Alone, it is the case's own failure.
+    def out_of_memory(vs, *a):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(harness, "interleave", out_of_memory)
+    case = Case("hstu", "hstu-tiny", "H-A", "eager", "tiny", 3)
+    session.plan([case])
+    with pytest.raises(torch.OutOfMemoryError):
+        harness.run_case(case, session)
+
 def test_a_session_runs_the_eager_references_untimed_rounds_once_per_input(monkeypatch):
     """The eager reference's warm-up (its peak memory) and breakdown round run once per model,
     task, scale and batch in a session; each later rung of that key reuses them and still times

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import statistics
+import warnings
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -60,6 +61,10 @@ class Session:
     planned: list = field(default_factory=list)
     started: set = field(default_factory=set)
     done: dict = field(default_factory=dict)
+    # The references whose rungs did not fit in the device's memory together: each of their
+    # cases is timed in a loop of its own beside eager (a rung's graphs and static caches at
+    # max batch are tens of GB, and a loop keeps every rung of it alive).
+    one_by_one: set = field(default_factory=set)
     # --latency-only: a rung is timed alone, with no eager reference beside it, unless the
     # eager case of its input is itself selected (then the group runs as usual).
     latency_only: bool = False
@@ -74,8 +79,7 @@ class Session:
                 self._models.clear()
                 self._decoders.clear()
                 self.reference.clear()   # a rebuilt model's eager path is cold again
-                gc.collect()
-                torch.cuda.empty_cache()
+                _release_memory(self.device)
             preset = workload.preset(preset_name)
             with Stopclock() as clock:
                 self._models[preset_name] = workload.build(preset, self.device, self.checkpoints.get(preset_name))
@@ -88,9 +92,7 @@ class Session:
         if self._decoder_batch != key:
             self._decoders.clear()
             self._decoder_batch = key
-            gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            _release_memory(self.device)
         return self._decoders
 
     def bandwidth(self) -> float | None:
@@ -236,24 +238,52 @@ def run_case(case: Case, session: Session) -> dict:
     """The case's result. The first case of an eager reference that the session has planned
     (see Session.plan) times every planned rung of that reference in one interleaved loop, and
     the others' results wait for their own calls: eager is timed once a round for all of them,
-    not once per rung, and each rung still gets the rounds it would get alone beside it."""
+    not once per rung, and each rung still gets the rounds it would get alone beside it. Where
+    the rungs run out of the device's memory together, the case runs again in a loop of its own,
+    and so does every later case of that reference."""
     if case.id in session.done:
         done = session.done.pop(case.id)
-        if isinstance(done, Exception):
+        if not isinstance(done, Exception):
+            return done
+        if not isinstance(done, torch.OutOfMemoryError):
             raise done
-        return done
-    group = [case] + [c for c in session.planned if c.id != case.id and _ref_key(c) == _ref_key(case)
-                      and c.id not in session.started]
+        del done   # its traceback holds the group's rungs
+        return _alone_after_oom(case, session)
+    key = _ref_key(case)
+    group = [case] + ([] if key in session.one_by_one else
+                      [c for c in session.planned if c.id != case.id and _ref_key(c) == key
+                       and c.id not in session.started])
     session.started.update(c.id for c in group)
     try:
         results = _run_group(group, session)
-    except Exception:
+    except Exception as e:
         # This case's own failure: the others of its group form the next group.
         session.started.difference_update(c.id for c in group[1:])
-        raise
-    for c in group[1:]:
-        session.done[c.id] = results[c.id]
-    return results[case.id]
+        if not (isinstance(e, torch.OutOfMemoryError) and len(group) > 1):
+            raise
+    else:
+        for c in group[1:]:
+            session.done[c.id] = results[c.id]
+        if key in session.one_by_one:
+            results[case.id]["timed_alone_after_oom"] = True
+        return results[case.id]
+    # Here, out of the except block, the failed group's rungs and their memory are released.
+    return _alone_after_oom(case, session)
+
+
+def _alone_after_oom(case: Case, session: Session) -> dict:
+    session.one_by_one.add(_ref_key(case))
+    _release_memory(session.device)
+    warnings.warn(f"{case.id}: the selected rungs of its input ran out of the device's memory together; "
+                  "it and the later rungs of that input are timed each in a loop of its own beside eager",
+                  stacklevel=3)
+    return run_case(case, session)
+
+
+def _release_memory(device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _run_group(group: list[Case], session: Session) -> dict:
