@@ -330,14 +330,23 @@ def test_vocoder_flops_are_the_flop_counters_on_each_unpadded_row(built, frames)
 
 
 def test_speech_output_cases_report_the_vocoders_throughput():
-    """TFLOP/s of the vocoder on both sides of a speech-output case; none for text output."""
+    """TFLOP/s of the vocoder on both sides of a speech-output case; none for text output. Both
+    sides time the text-to-unit stage by the same spans, the library's subword tables (host
+    loops outside any module) included, so its module speedup compares like with like."""
     from workloads.cases import Case
+    from workloads.engine.translate import _SUBWORD_HELPERS
     from workloads.harness import Session, run_case
+    from workloads.registry import WORKLOADS
 
     session = Session(CPU)
     r = run_case(Case("seamless", "seamless-tiny", "T-S", "compile", "tiny", 1), session)
     assert set(r["span_tflops"]) == {"eager", "lever"}
     assert all(side["vocoder"] > 0 for side in r["span_tflops"].values())
+    for side in ("eager", "lever"):
+        assert {"decoder.rerun", "t2u.subwords", "t2u"} <= set(r["modules_ms"][side])
+    assert r["module_speedup"]["t2u"] > 0
+    model = session.model(WORKLOADS["seamless"], "seamless-tiny")
+    assert not set(_SUBWORD_HELPERS) & set(vars(model))   # the library's own methods again
     assert "span_tflops" not in run_case(Case("seamless", "seamless-tiny", "T-T", "compile", "tiny", 1), session)
 
 

@@ -153,7 +153,7 @@ class TranslationWorkload(_Family):
     module_groups: dict = field(default_factory=lambda: {
         "encoder": ("encoder",),
         "text_decoder": ("decoder.prefill", "decoder.step", "kv_reorder"),
-        "t2u": ("t2u", "decoder.rerun"),
+        "t2u": ("decoder.rerun", "t2u.subwords", "t2u"),
         "vocoder": ("vocoder",),
     })
     share_spans: tuple = ("kv_reorder", ("decoder.step", "kv_reorder"))   # the reorder's share of decoding

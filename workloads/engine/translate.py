@@ -73,12 +73,28 @@ def _hooks(model, stopwatch, new_tokens: int):
             with stopwatch.span("kv_reorder"):
                 return original(cache, beam_idx)
         EncoderDecoderCache.reorder_cache = reorder
+        # The text-to-unit stage's subword and character tables are host loops of the model's,
+        # outside any module: without a span they would count as eager's "other" and as our t2u.
+        for name in _SUBWORD_HELPERS:
+            setattr(model, name, _spanned(getattr(model, name), stopwatch, "t2u.subwords"))
     try:
         yield
     finally:
         EncoderDecoderCache.reorder_cache = original
+        for name in _SUBWORD_HELPERS:
+            model.__dict__.pop(name, None)
         for h in handles:
             h.remove()
+
+
+_SUBWORD_HELPERS = ("_indices_to_subwords", "_count_character_length_in_subword", "_get_char_input_ids")
+
+
+def _spanned(fn, stopwatch, name: str):
+    def call(*args, **kwargs):
+        with stopwatch.span(name):
+            return fn(*args, **kwargs)
+    return call
 
 
 class LibraryTranslate(LibraryRunner):
@@ -129,23 +145,28 @@ def encode(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return h, batch.attention_mask
 
 
-def text_to_units(model, sequences: torch.Tensor, enc: torch.Tensor, enc_mask: torch.Tensor) -> torch.Tensor:
+def text_to_units(model, sequences: torch.Tensor, enc: torch.Tensor, enc_mask: torch.Tensor,
+                  span=null_span) -> torch.Tensor:
     """Unit ids for the vocoder from the translated text, step for step as
-    SeamlessM4Tv2Model.generate does it (it offers no entry point for this stage alone)."""
+    SeamlessM4Tv2Model.generate does it (it offers no entry point for this stage alone). Its
+    spans are the ones the library's instrumented run records for the same work."""
     gc, cfg = model.generation_config, model.config
     pad = gc.pad_token_id
-    hidden = model.text_decoder(input_ids=sequences[:, :-1], encoder_hidden_states=enc,
-                                encoder_attention_mask=enc_mask).last_hidden_state
+    with span("decoder.rerun"):
+        hidden = model.text_decoder(input_ids=sequences[:, :-1], encoder_hidden_states=enc,
+                                    encoder_attention_mask=enc_mask).last_hidden_state
     t2u_mask = _compute_new_attention_mask(hidden, (sequences[:, :-1] != pad).int().sum(1))
     ids = sequences[:, 2:-1]   # without the decoder-start and language tokens, and the last token
     ids = torch.masked_fill(ids, ids == gc.eos_token_id, pad)
-    subwords = model._indices_to_subwords(ids)
-    chars_per_id = model._count_character_length_in_subword(ids, subwords, pad_token_id=pad)
-    zero = chars_per_id.new_zeros((chars_per_id.shape[0], 1))
-    chars_per_id = torch.cat([zero, chars_per_id, zero], dim=1)
-    char_ids = model._get_char_input_ids(ids, subwords, chars_per_id, pad_token_id=pad)
-    logits, padding_mask = model.t2u_model(inputs_embeds=hidden, char_input_ids=char_ids,
-                                           char_count_per_id=chars_per_id, attention_mask=t2u_mask)[:2]
+    with span("t2u.subwords"):
+        subwords = model._indices_to_subwords(ids)
+        chars_per_id = model._count_character_length_in_subword(ids, subwords, pad_token_id=pad)
+        zero = chars_per_id.new_zeros((chars_per_id.shape[0], 1))
+        chars_per_id = torch.cat([zero, chars_per_id, zero], dim=1)
+        char_ids = model._get_char_input_ids(ids, subwords, chars_per_id, pad_token_id=pad)
+    with span("t2u"):
+        logits, padding_mask = model.t2u_model(inputs_embeds=hidden, char_input_ids=char_ids,
+                                               char_count_per_id=chars_per_id, attention_mask=t2u_mask)[:2]
     units = logits.argmax(dim=-1)
     units = units.masked_fill((units == cfg.t2u_eos_token_id) | ~padding_mask.bool(), cfg.t2u_pad_token_id)
     return torch.where(units == cfg.t2u_pad_token_id, units, units - cfg.vocoder_offset)
@@ -386,8 +407,7 @@ class TranslateRunner:
         self.decoder.load(enc, enc_mask, start_ids(self.model, self.tgt_lang))
         seq = self.decoder.run(n, use_graph=self.use_graph, span=span, stopwatch=stopwatch)
         if self.batch.task.speech_out and not text_only:
-            with span("t2u"):
-                self.units = text_to_units(self.model, seq, enc, enc_mask)
+            self.units = text_to_units(self.model, seq, enc, enc_mask, span)
             with span("vocoder"):
                 self.waveform, self.waveform_lengths = self.vocoder(self.units, self.langs["vocoder"])
         return seq

@@ -100,7 +100,7 @@ def table(rows: list[dict], markdown: bool = False) -> str:
 
 # Pipeline order of the spans engines record; a span not listed here goes after these.
 _MODULE_ORDER = ("encoder", "prefill", "decoder.prefill", "decode", "decoder.step", "kv_reorder", "decoder.rerun",
-                 "t2u", "vocoder", "detokenize", "embedding", "dense", "attention", "heads", "forward")
+                 "t2u.subwords", "t2u", "vocoder", "detokenize", "embedding", "dense", "attention", "heads", "forward")
 # One module's share of its phase: the KV reorder's of decoding, the attention's of a forward.
 _SHARES = {"kv_reorder_share": "reorder share", "attention_share": "attention share"}
 
