@@ -545,7 +545,6 @@ def test_the_planned_rungs_of_one_reference_are_timed_in_one_loop(monkeypatch):
         harness.run_case(cases[3], session)
 
 
-
 def test_rungs_that_run_out_of_memory_together_are_timed_one_by_one_beside_eager(monkeypatch):
     """At max batch a loop keeps every selected rung's graphs and caches alive at once: where
     that runs out of the device's memory, the case is timed again in a loop of its own beside
@@ -607,6 +606,7 @@ def test_rungs_that_run_out_of_memory_together_are_timed_one_by_one_beside_eager
     session.plan([case])
     with pytest.raises(torch.OutOfMemoryError):
         harness.run_case(case, session)
+
 
 def test_a_session_runs_the_eager_references_untimed_rounds_once_per_input(monkeypatch):
     """The eager reference's warm-up (its peak memory) and breakdown round run once per model,
