@@ -548,9 +548,9 @@ def test_the_planned_rungs_of_one_reference_are_timed_in_one_loop(monkeypatch):
 def test_rungs_that_run_out_of_memory_together_are_timed_one_by_one_beside_eager(monkeypatch):
     """At max batch a loop keeps every selected rung's graphs and caches alive at once: where
     that runs out of the device's memory, the case is timed again in a loop of its own beside
-    eager, and so is every later rung of that input, each result saying so. A rung that ran out
-    of memory in its setup within someone else's loop gets its own loop too. One that runs out
-    alone fails as it did."""
+    eager, and so is every later rung of that input, each result saying so; the decoders the
+    crowded loop built are released first. A rung that ran out of memory in its setup within
+    someone else's loop gets its own loop too. One that runs out alone fails as it did."""
     from workloads import harness
     from workloads.cases import Case
 
@@ -560,7 +560,9 @@ def test_rungs_that_run_out_of_memory_together_are_timed_one_by_one_beside_eager
     def crowded(vs, *a):   # the first loop, with every rung in it, does not fit
         loops.append([v.name for v in vs])
         if len(loops) == 1:
+            session._decoders["built by the crowded loop"] = object()
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        assert not session._decoders   # released before the loops of one rung
         return real(vs, *a)
 
     monkeypatch.setattr(harness, "interleave", crowded)

@@ -90,10 +90,16 @@ class Session:
     def decoders_for(self, key: tuple) -> dict:
         # Keep one batch's static caches alive at a time (a max-batch cache is tens of GB).
         if self._decoder_batch != key:
-            self._decoders.clear()
+            self.release_decoders()
             self._decoder_batch = key
-            _release_memory(self.device)
         return self._decoders
+
+    def release_decoders(self) -> None:
+        """Free the shared decoders, their static caches and graphs; a rung that needs one again
+        builds it again (from the compile cache)."""
+        self._decoders.clear()
+        self._decoder_batch = None
+        _release_memory(self.device)
 
     def bandwidth(self) -> float | None:
         if self._bandwidth is None and self.device.type == "cuda":
@@ -273,7 +279,8 @@ def run_case(case: Case, session: Session) -> dict:
 
 def _alone_after_oom(case: Case, session: Session) -> dict:
     session.one_by_one.add(_ref_key(case))
-    _release_memory(session.device)
+    # The loop's shared decoders too: the rungs that ran out of memory together built them.
+    session.release_decoders()
     warnings.warn(f"{case.id}: the selected rungs of its input ran out of the device's memory together; "
                   "it and the later rungs of that input are timed each in a loop of its own beside eager",
                   stacklevel=3)
