@@ -77,9 +77,8 @@ class Session:
             if self.device.type == "cuda":
                 # One large model at a time: free the previous one and everything built on it.
                 self._models.clear()
-                self._decoders.clear()
                 self.reference.clear()   # a rebuilt model's eager path is cold again
-                _release_memory(self.device)
+                self.release_decoders()
             preset = workload.preset(preset_name)
             with Stopclock() as clock:
                 self._models[preset_name] = workload.build(preset, self.device, self.checkpoints.get(preset_name))

@@ -69,10 +69,7 @@ def _hooks(model, stopwatch, new_tokens: int):
         handles.append(mod.register_forward_hook(lambda m, a, o, name=name: stopwatch.end(name)))
     original = EncoderDecoderCache.reorder_cache
     if stopwatch.spans:
-        def reorder(cache, beam_idx):
-            with stopwatch.span("kv_reorder"):
-                return original(cache, beam_idx)
-        EncoderDecoderCache.reorder_cache = reorder
+        EncoderDecoderCache.reorder_cache = _spanned(original, stopwatch, "kv_reorder")
         # The text-to-unit stage's subword and character tables are host loops of the model's,
         # outside any module: without a span they would count as eager's "other" and as our t2u.
         for name in _SUBWORD_HELPERS:
