@@ -549,7 +549,7 @@ def test_rungs_that_run_out_of_memory_together_are_timed_one_by_one_beside_eager
     """At max batch a loop keeps every selected rung's graphs and caches alive at once: where
     that runs out of the device's memory, the case is timed again in a loop of its own beside
     eager, and so is every later rung of that input, each result saying so; the decoders the
-    crowded loop built are released first. A rung that ran out of memory in its setup within
+    crowded loop built, and those each loop of one rung built, are released before the next. A rung that ran out of memory in its setup within
     someone else's loop gets its own loop too. One that runs out alone fails as it did."""
     from workloads import harness
     from workloads.cases import Case
@@ -562,7 +562,8 @@ def test_rungs_that_run_out_of_memory_together_are_timed_one_by_one_beside_eager
         if len(loops) == 1:
             session._decoders["built by the crowded loop"] = object()
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        assert not session._decoders   # released before the loops of one rung
+        assert not session._decoders   # released before each loop of one rung
+        session._decoders[f"built by loop {len(loops)}"] = object()
         return real(vs, *a)
 
     monkeypatch.setattr(harness, "interleave", crowded)

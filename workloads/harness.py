@@ -255,6 +255,12 @@ def run_case(case: Case, session: Session) -> dict:
         del done   # its traceback holds the group's rungs
         return _alone_after_oom(case, session)
     key = _ref_key(case)
+    if key in session.one_by_one:
+        # Alone in memory too: the shared decoders hold the previous rung's graphs and static
+        # caches (Seamless T-S at batch 88 on an H200: with the vocoder graphs of the rung before
+        # still held, 63 GiB sat in graph pools and eager ran out of memory beside the next
+        # rung). A rung rebuilds what it needs from the compile cache.
+        session.release_decoders()
     group = [case] + ([] if key in session.one_by_one else
                       [c for c in session.planned if c.id != case.id and _ref_key(c) == key
                        and c.id not in session.started])
@@ -277,9 +283,7 @@ def run_case(case: Case, session: Session) -> dict:
 
 
 def _alone_after_oom(case: Case, session: Session) -> dict:
-    session.one_by_one.add(_ref_key(case))
-    # The loop's shared decoders too: the rungs that ran out of memory together built them.
-    session.release_decoders()
+    session.one_by_one.add(_ref_key(case))   # run_case then frees the decoders the crowded loop built
     warnings.warn(f"{case.id}: the selected rungs of its input ran out of the device's memory together; "
                   "it and the later rungs of that input are timed each in a loop of its own beside eager",
                   stacklevel=3)
