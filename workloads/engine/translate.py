@@ -156,11 +156,16 @@ def text_to_units(model, sequences: torch.Tensor, enc: torch.Tensor, enc_mask: t
     ids = sequences[:, 2:-1]   # without the decoder-start and language tokens, and the last token
     ids = torch.masked_fill(ids, ids == gc.eos_token_id, pad)
     with span("t2u.subwords"):
-        subwords = model._indices_to_subwords(ids)
-        chars_per_id = model._count_character_length_in_subword(ids, subwords, pad_token_id=pad)
+        # The library's helpers walk the tokens one by one; on a GPU tensor every step is a sync
+        # or a one-element copy (0.7-1.7 s a call at batch 72-88 on an H200, docs/measured.md),
+        # on a host copy a list lookup. Same helpers, same tables: one copy each way instead.
+        host = ids.cpu()
+        subwords = model._indices_to_subwords(host)
+        chars_per_id = model._count_character_length_in_subword(host, subwords, pad_token_id=pad)
         zero = chars_per_id.new_zeros((chars_per_id.shape[0], 1))
         chars_per_id = torch.cat([zero, chars_per_id, zero], dim=1)
-        char_ids = model._get_char_input_ids(ids, subwords, chars_per_id, pad_token_id=pad)
+        char_ids = model._get_char_input_ids(host, subwords, chars_per_id, pad_token_id=pad)
+        chars_per_id, char_ids = chars_per_id.to(ids.device), char_ids.to(ids.device)
     with span("t2u"):
         logits, padding_mask = model.t2u_model(inputs_embeds=hidden, char_input_ids=char_ids,
                                                char_count_per_id=chars_per_id, attention_mask=t2u_mask)[:2]
