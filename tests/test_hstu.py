@@ -549,8 +549,9 @@ def test_rungs_that_run_out_of_memory_together_are_timed_one_by_one_beside_eager
     """At max batch a loop keeps every selected rung's graphs and caches alive at once: where
     that runs out of the device's memory, the case is timed again in a loop of its own beside
     eager, and so is every later rung of that input, each result saying so; the decoders the
-    crowded loop built, and those each loop of one rung built, are released before the next. A rung that ran out of memory in its setup within
-    someone else's loop gets its own loop too. One that runs out alone fails as it did."""
+    crowded loop built, and those each loop of one rung built, are released before the next.
+    A rung that ran out of memory in its setup within someone else's loop gets its own loop
+    too. One that runs out alone fails as it did."""
     from workloads import harness
     from workloads.cases import Case
 
