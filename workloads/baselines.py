@@ -532,10 +532,7 @@ def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
     plan, skipped = [], []
     for where, result in results:
         cid = str(result.get("case"))
-        scale = cid.split("/")[-2] if cid.count("/") >= 2 else "?"   # ids end .../<scale>/bs<batch>
-        path = path_for(root, str(result.get("device_class")), scale)
-        data = load(path, device_class=result.get("device_class"), scale=scale)
-        entry = (data or {}).get("cases", {}).get(cid)
+        path, scale, entry = _entry_of(root, result, cid)
         if entry is None:
             raise BaselineError(f"{where}: case {cid} has no entry in {path} to pool with; "
                                 f"measure it with --update-baselines first")
@@ -566,6 +563,15 @@ def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
     return done + _fold_eager_beside(root, [r for _, r in results]) + skipped
 
 
+def _entry_of(root: str | Path, result: dict, case_id: str) -> tuple[Path, str, dict | None]:
+    """The baseline file of a logged result's device and scale, that scale, and `case_id`'s entry
+    there (None if it has none)."""
+    scale = case_id.split("/")[-2] if case_id.count("/") >= 2 else "?"   # ids end .../<scale>/bs<batch>
+    path = path_for(root, str(result.get("device_class")), scale)
+    data = load(path, device_class=result.get("device_class"), scale=scale)
+    return path, scale, (data or {}).get("cases", {}).get(case_id)
+
+
 def _eager_id(case_id: str) -> str:
     parts = case_id.split("/")   # model/task/lever/scale/bs<batch>
     return "/".join(parts[:2] + ["eager"] + parts[3:])
@@ -594,10 +600,7 @@ def _fold_eager_beside(root: str | Path, results: list[dict]) -> list[str]:
             continue   # the same process's eager rounds, pooled with its eager case or another lever
         seen.append(rounds)
         cid, eid = result["case"], _eager_id(result["case"])
-        scale = cid.split("/")[-2]
-        path = path_for(root, str(result.get("device_class")), scale)
-        data = load(path, device_class=result.get("device_class"), scale=scale)
-        entry = (data or {}).get("cases", {}).get(eid)
+        path, scale, entry = _entry_of(root, result, eid)
         if entry is None or not same_code(entry, result):
             lines.append(f"{eid}: the eager rounds timed beside {cid} skipped: "
                          + ("no entry to pool them into" if entry is None else "its entry is of other code"))
