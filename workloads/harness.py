@@ -98,7 +98,9 @@ class Session:
         builds it again (from the compile cache)."""
         self._decoders.clear()
         self._decoder_batch = None
-        _release_memory(self.device)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def bandwidth(self) -> float | None:
         if self._bandwidth is None and self.device.type == "cuda":
@@ -288,12 +290,6 @@ def _alone_after_oom(case: Case, session: Session) -> dict:
                   "it and the later rungs of that input are timed each in a loop of its own beside eager",
                   stacklevel=3)
     return run_case(case, session)
-
-
-def _release_memory(device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _run_group(group: list[Case], session: Session) -> dict:
