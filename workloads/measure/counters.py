@@ -59,9 +59,10 @@ def dynamo_delta():
 
 
 # cuBLAS's auxiliary kernels: the reduction of a split-K GEMM and the copy-out of its GEMV path.
-# Counted apart because they show cuBLAS choosing another algorithm for the same GEMM: replayed
-# from a CUDA graph, Seamless's compiled decode step runs 48 more of them than called directly,
-# with the same total (H200, torch 2.11).
+# Counted apart because they show cuBLAS choosing another algorithm for the same GEMM: their
+# count moves between processes of the same compiled step while the step's total holds
+# (docs/measured.md, "Seamless batch 1 at 9bccd65: kernel counts that hold, and the whole
+# batch-1 gate").
 BLAS_HELPERS = ("splitKreduce", "memcpy32_post")
 
 _LAUNCH_APIS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch", "cuGraphLaunch", "cudaLaunchKernelExC", "cuLaunchKernelEx")
@@ -114,7 +115,9 @@ def profiled_events(prof):
     """(name, device type, duration in us) of each event `prof.events()` would list, read from
     the profiler's raw results. `prof.events()` builds a Python object and parent links per
     event: 45 us an event against under 2 us for these reads, measured on a CPU profile of 200k
-    events. HSTU's blockwise rung makes 78k kernels a run, with several host events each."""
+    events. HSTU's blockwise rung, as a loop over sequences, made tens of thousands of kernels a
+    run on a GPU, with several host events each (docs/measured.md, "The whole HSTU gate in one
+    process at 64ad460")."""
     raw = getattr(prof.profiler, "kineto_results", None)
     if raw is None or not hasattr(_KinetoEvent, "end_ns"):   # a torch without them: the slow list
         yield from ((e.name, e.device_type, e.time_range.elapsed_us()) for e in prof.events())

@@ -86,7 +86,8 @@ def slow_mode(samples, above: float, min_share: float = 0.2, min_count: int = 3)
     """A recurring slow mode: the samples more than `above` (a fraction) over the median, where
     they are at least `min_share` of all and `min_count` in number (not a stray round). Returns
     their count and median, or None. The MAD-based spread ignores such a minority, however far
-    it sits: a host-bound case whose rounds run either near 5 ms or near 9 ms has the spread of
+    it sits: a host-bound case whose rounds run in a fast and a slow mode (docs/measured.md, "The
+    whole HSTU gate in one process at 64ad460", 4K fused at batch 1) has the spread of
     its faster mode alone."""
     x = np.asarray(samples, dtype=float)
     med = float(np.median(x))

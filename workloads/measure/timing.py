@@ -19,11 +19,11 @@ from . import device as _device
 from .counters import compiled_graphs
 
 # The host probe taken before each timed round (device.launch_overhead_us): 800 adds with its
-# warm-up, about 10 ms a round at 9-14 us per op. A probe taken once after a case's rounds can
-# miss the window they ran in.
-# On one H200 host, the probes of two rungs taken after the same interleaved rounds read 13.0
-# and 9.2 us per op, and three host-bound rungs ran 1.2-1.5x slower in two rounds of a loop than
-# in its third.
+# warm-up, off the clock (what it costs a round on a GPU host: docs/measured.md, "Chameleon T-I
+# batch 16 gated at fe9c2b5: three rungs pass, eager does not"). Per round, because the host's
+# speed moves within a loop of rounds, and a probe taken once after them can miss the window
+# they ran in (docs/measured.md, "Chameleon 7B gated at b41795e: I-T and IT-T 16 of 16, T-I
+# batch 1 with the unpadded step", and the section after it).
 ROUND_PROBE_OPS, ROUND_PROBE_REPEATS = 200, 3
 
 
@@ -101,10 +101,10 @@ def release_compile_workers() -> None:
     """Shut down inductor's compile-worker processes once compiling is done.
 
     Idle workers stay alive for the rest of the process, beside host-bound eager code that
-    is being timed. On an H100 host one probe timed an eager 24-layer speech encoder at 38.5
-    ms before any compile and 53-61 ms after one; eager there also swings up to 2x from run
-    to run, so that effect is not isolated, but a timing process has no use for the workers.
-    A later compile starts a new pool.
+    is being timed. On an H100 host eager code timed slower after a compile than before one
+    (docs/measured.md, "SeamlessM4T v2 large, batch 1", under "Measured on an H100"); eager's
+    own swings there kept that effect from being isolated, but a timing process has no use
+    for the workers. A later compile starts a new pool.
     """
     try:
         from torch._inductor.async_compile import shutdown_compile_workers

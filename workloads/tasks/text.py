@@ -38,8 +38,9 @@ MBPP = Dataset(
 DATASETS = {d.name: d for d in (HUMANEVAL, MBPP)}
 
 # Output lengths are drawn from Table II, then capped per scale: the published mean (692
-# tokens, up to 10000) would make one eager round at paper scale last ~25 s, and time per
-# output token, the figure the gate holds, is measured as well over 128 steps as over 692.
+# tokens, up to 10000) would make one eager round at paper scale last tens of seconds (692 steps
+# at eager's time per token, docs/measured.md, "Measured on an H100"), and time per output
+# token, the figure the gate holds, is measured as well over 128 steps as over 692.
 DECODE_CAP = {"tiny": 16, "small": 64, "paper": 128}
 
 
