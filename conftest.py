@@ -1,4 +1,5 @@
-"""mmgen-perf: options, the case parametrization, the gate, baseline updates and the summary."""
+"""mmgen-perf: options, the case parametrization, fixtures and the summary. Wiring only: the
+cases run in workloads.run, are judged in workloads.gate and rendered by workloads.report."""
 from __future__ import annotations
 
 import json
@@ -66,19 +67,18 @@ class _JsonOut(os.PathLike):
 
 
 def _checkpoints(config) -> dict[str, str]:
-    from workloads.models.common import CheckpointError, check_checkpoint_dir
-    from workloads.registry import WORKLOADS
+    from workloads.models.common import CheckpointError
+    from workloads.suites import UnknownWorkload, owner_of
 
-    owners = {name: wl for wl in WORKLOADS.values() for name in wl.family.PRESETS}
     out = {}
     for spec in config.getoption("--checkpoint"):
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise pytest.UsageError(f"--checkpoint {spec!r}: expected NAME=DIR, e.g. llama-7b=/models/CodeLlama-7b-hf")
-        if name not in owners:
-            raise pytest.UsageError(f"--checkpoint {spec!r}: unknown model {name!r}; known: {sorted(owners)}")
         try:
-            check_checkpoint_dir(path, owners[name].family.MODEL_TYPE)
+            owner_of(name).check_checkpoint(path)
+        except UnknownWorkload as e:
+            raise pytest.UsageError(f"--checkpoint {spec!r}: {e}") from None
         except CheckpointError as e:
             raise pytest.UsageError(f"--checkpoint {name}: {e}") from None
         out[name] = path
@@ -89,54 +89,54 @@ def _checkpoints(config) -> dict[str, str]:
 def pytest_configure(config):
     import torch
 
+    from workloads.case import resolve_scale
+    from workloads.run.session import Session
+
     want = config.getoption("--device")
     has_cuda = torch.cuda.is_available()
     if want == "cuda" and not has_cuda:
         raise pytest.UsageError(
             "--device cuda: no CUDA GPU is available on this machine (torch.cuda.is_available() is False; "
-            f"torch {torch.__version__}). Use --device cpu, or --device auto to fall back."
-        )
+            f"torch {torch.__version__}). Use --device cpu, or --device auto to fall back.")
     device = torch.device("cuda" if want == "cuda" or (want == "auto" and has_cuda) else "cpu")
     if device.type == "cpu":
-        # One thread: on small shared machines more threads make CPU timings swing 50x.
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)   # on small shared machines more threads make CPU timings swing 50x
     threshold = config.getoption("--latency-threshold")
     if threshold is not None and not 0 < threshold < 1:
         raise pytest.UsageError(f"--latency-threshold {threshold}: expected a fraction between 0 and 1, e.g. 0.05")
     if config.getoption("--latency-only") and config.getoption("--update-baselines"):
         raise pytest.UsageError("--latency-only with --update-baselines: a baseline holds the speedup over eager, "
                                 "which a latency-only run does not measure; drop --latency-only to write baselines")
-    if config.getoption("--results"):
-        # pytest-benchmark reads this option when it configures, which is after us.
+    if config.getoption("--results"):   # pytest-benchmark reads this option when it configures, after us
         config.option.benchmark_json = _JsonOut(config.getoption("--results"))
-    from workloads.cases import resolve_scale
-    from workloads.harness import Session
-
     config._mmgen = {
         "device": device,
         "scale": resolve_scale(config.getoption("--scale"), device),
         "session": Session(device, checkpoints=_checkpoints(config), latency_only=config.getoption("--latency-only")),
+        "notes": [],
     }
 
 
 def pytest_generate_tests(metafunc):
     if "case" not in metafunc.fixturenames:
         return
-    from workloads.cases import UnknownCase, matrix
     from workloads.levers import UnknownLever
+    from workloads.suites import UnknownWorkload
+    from workloads.suites.matrix import matrix
 
-    st = metafunc.config._mmgen
-    workload = getattr(metafunc.module, "WORKLOAD", None)
-    levers = getattr(metafunc.module, "LEVERS", None)
+    workload, levers = getattr(metafunc.module, "WORKLOAD", None), getattr(metafunc.module, "LEVERS", None)
     if workload is None or levers is None:
         raise pytest.UsageError(f"{metafunc.module.__name__} must define WORKLOAD and LEVERS to use the `case` fixture")
     try:
-        cases = matrix(workload, tuple(levers), st["scale"])
-    except (UnknownCase, UnknownLever) as e:
+        cases = matrix(workload, tuple(levers), metafunc.config._mmgen["scale"])
+    except (UnknownWorkload, UnknownLever) as e:
         raise pytest.UsageError(f"{metafunc.module.__name__}: {e}") from None
-    metafunc.parametrize(
-        "case", [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, m) for m in c.marks]) for c in cases]
-    )
+    metafunc.parametrize("case", [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, m) for m in c.marks])
+                                  for c in cases])
+
+
+def _case_of(item):
+    return getattr(getattr(item, "callspec", None), "params", {}).get("case")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -147,10 +147,10 @@ def pytest_collection_modifyitems(config, items):
     device = config._mmgen["device"]
     gpu_bytes = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 0
     for item in items:
-        case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+        case = _case_of(item)
         if case is None:
             continue
-        item.add_marker(pytest.mark.benchmark(timer=REPLAY_CLOCK, group=case.id.rsplit("/", 3)[0] + f"/{case.scale}/bs{case.batch}"))
+        item.add_marker(pytest.mark.benchmark(timer=REPLAY_CLOCK, group=str(case.input)))
         if "gpu" in case.marks and device.type != "cuda":
             item.add_marker(pytest.mark.skip(reason=f"{case.id} needs a CUDA GPU (running on the CPU){_why_gpu(case, device)}"))
         elif "large" in case.marks and gpu_bytes < LARGE_GPU_BYTES and not config.getoption("--run-large"):
@@ -159,52 +159,78 @@ def pytest_collection_modifyitems(config, items):
                        f"{gpu_bytes / 2**30:.0f} GiB (--run-large to try anyway)"))
 
 
+def _why_gpu(case, device) -> str:
+    """The lever's own reason, where one of the case's levers names it."""
+    from workloads.levers import Context, plan_for
+    from workloads.suites import workload
+
+    wl = workload(case.workload)
+    _, reason = plan_for(case.lever, Context(device, wl.supports_for(case.task)), wl.ladder)
+    return f": {reason}" if reason else ""
+
+
 def pytest_collection_finish(session):
-    # The selected cases, in run order, let the harness time the rungs of one eager reference in
-    # one loop. An xdist worker runs only its share of them, so it times each case alone.
-    st = getattr(session.config, "_mmgen", None)
-    if st is None or hasattr(session.config, "workerinput"):
+    # An xdist worker runs only its share of the selection, so it times each case alone.
+    config = session.config
+    st = getattr(config, "_mmgen", None)
+    if st is None or hasattr(config, "workerinput"):
         return
-    if session.config.getoption("--estimate"):   # after -k and -m have selected
-        _estimate(session.config, session.items)
+    cases = [_case_of(i) for i in session.items if _case_of(i) is not None]
+    if config.getoption("--estimate"):   # after -k and -m have selected
+        _estimate(config, session.items, cases)
         return
-    st["session"].plan(
-        item.callspec.params["case"] for item in session.items
-        if "case" in getattr(getattr(item, "callspec", None), "params", {}) and not item.get_closest_marker("skip"))
+    selected = [_case_of(i) for i in session.items if _case_of(i) is not None and not i.get_closest_marker("skip")]
+    _check_baselines(config, selected)
+    st["notes"] += _checkpoint_use(config, selected)
+    for line in st["notes"]:
+        config.pluginmanager.get_plugin("terminalreporter").write_line(line)
+    st["session"].plan(selected)
 
 
-def _estimate(config, items) -> None:
-    """--estimate: the selected cases' time on a device class from its baselines; none runs."""
-    from workloads import baselines as bl
-    from workloads.estimate import estimate, render
+def _check_baselines(config, cases) -> None:
+    """Every baseline file the run will read, read now: a bad one stops the run before any case
+    is timed, once, naming the file and the key."""
+    from workloads import gate
+    from workloads.measure.device import device_class
 
-    where = config.getoption("--estimate")
-    cases = [c for c in (getattr(getattr(i, "callspec", None), "params", {}).get("case") for i in items) if c]
-    text = []
+    where = device_class(config._mmgen["device"])
     for scale in dict.fromkeys(c.scale for c in cases):
-        path = bl.path_for(config.getoption("--baselines"), where, scale)
         try:
-            data = bl.load(path, device_class=where, scale=scale)
-        except bl.BaselineError as e:
+            gate.load(gate.path_for(config.getoption("--baselines"), where, scale), device_class=where, scale=scale)
+        except gate.BaselineError as e:
+            raise pytest.UsageError(f"bad baseline file, nothing was run: {e}") from None
+
+
+def _checkpoint_use(config, cases) -> list[str]:
+    lines = []
+    for name, path in config._mmgen["session"].checkpoints.items():
+        served = [c for c in cases if c.model == name]
+        lines.append(f"--checkpoint {name}={path}: serves {len(served)} of the {len(cases)} selected cases" if served
+                     else f"--checkpoint {name}={path}: serves none of the selected cases (their models: "
+                          f"{', '.join(sorted({c.model for c in cases})) or 'none selected'})")
+    return lines
+
+
+def _estimate(config, items, cases) -> None:
+    """--estimate: the selected cases' time on a device class from its baselines; none runs."""
+    from workloads import gate
+    from workloads.run.estimate import estimate, render
+
+    where, text = config.getoption("--estimate"), []
+    for scale in dict.fromkeys(c.scale for c in cases):
+        path = gate.path_for(config.getoption("--baselines"), where, scale)
+        try:
+            data = gate.load(path, device_class=where, scale=scale)
+        except gate.BaselineError as e:
             raise pytest.UsageError(f"--estimate {where}: {e}") from None
         if data is None:
-            raise pytest.UsageError(f"--estimate {where}: no baselines at {path}; "
-                                    f"classes with baselines: {sorted(p.name for p in path.parent.parent.iterdir() if p.is_dir())}")
+            raise pytest.UsageError(f"--estimate {where}: no baselines at {path}; classes with baselines: "
+                                    f"{sorted(p.name for p in path.parent.parent.iterdir() if p.is_dir())}")
         rows = estimate([c for c in cases if c.scale == scale], data["cases"], latency_only=config.getoption("--latency-only"))
         text.append(render(rows, f"{where} ({path})"))
     config._mmgen["estimate"] = "\n".join(text)
     config.hook.pytest_deselected(items=list(items))
     items[:] = []
-
-
-def _why_gpu(case, device) -> str:
-    """The lever's own reason, where one of the case's levers names it."""
-    from workloads.levers import Context, plan_for
-    from workloads.registry import WORKLOADS
-
-    wl = WORKLOADS[case.workload]
-    _, reason = plan_for(case.lever, Context(device, wl.supports_for(case.task)), wl.ladder)
-    return f": {reason}" if reason else ""
 
 
 @pytest.fixture(scope="session")
@@ -215,50 +241,39 @@ def mmgen(request):
 @pytest.fixture
 def run_case(request, benchmark, mmgen):
     """Time a case against eager, record it for pytest-benchmark, then gate or update its baseline."""
-    from workloads import baselines as bl
-    from workloads.harness import NotApplicable, run_case as harness_run
+    from workloads import gate
     from workloads.measure.timing import REPLAY_CLOCK
+    from workloads.models.common import CheckpointError
     from workloads.report import row
+    from workloads.run.schedule import NotApplicable, run_case as run
 
     config = request.config
 
-    def run(case):
+    def run_one(case):
         try:
-            result = harness_run(case, mmgen["session"])
+            result = run(case, mmgen["session"])
         except NotApplicable as e:
             pytest.skip(f"{case.id}: {e}")
+        except CheckpointError as e:
+            pytest.fail(f"{case.id}: {e}", pytrace=False)
         samples = result["latency_ms"]["samples"]
         REPLAY_CLOCK.load([s / 1e3 for s in samples])
         benchmark.pedantic(REPLAY_CLOCK.advance, rounds=len(samples), iterations=1)
-        benchmark.extra_info.update(json.loads(json.dumps(result)))
-
-        path = bl.path_for(config.getoption("--baselines"), result["device_class"], case.scale)
-        if config.getoption("--update-baselines"):
-            bl.record(path, scale=case.scale, result=result)
-            gate = "updated"
-            failures = []
-        else:
-            data = bl.load(path, device_class=result["device_class"], scale=case.scale)
-            entry = (data or {}).get("cases", {}).get(case.id)
-            if entry is None:
-                gate, failures = "no baseline", []
-            else:
-                threshold = config.getoption("--latency-threshold") or bl.LATENCY_THRESHOLD
-                failures = bl.check(result, entry, path=path, timing=result["device_class"] != "cpu",
-                                    latency_threshold=threshold)
-                gate = "FAIL" if failures else ("pass" if result["device_class"] != "cpu" else "pass (counters)")
-        failures += bl.check_requirements(result, getattr(request.module, "REQUIREMENTS", []))
-        if failures:
-            gate = "FAIL"
-        request.node.user_properties.append(("mmgen_row", row(result, gate)))
+        benchmark.extra_info.update(json.loads(json.dumps(result.to_json())))
+        verdict = gate.judge(result, root=config.getoption("--baselines"),
+                             update_baselines=config.getoption("--update-baselines"),
+                             requirements=getattr(request.module, "REQUIREMENTS", []),
+                             latency_threshold=config.getoption("--latency-threshold"))
+        request.node.user_properties.append(("mmgen_row", row(result, verdict.gate)))
         if config.getoption("--case-log"):
             with open(config.getoption("--case-log"), "a") as fh:
-                fh.write(json.dumps({"gate": gate, "failures": failures, "result": result}, default=str) + "\n")
-        if failures:
-            pytest.fail("\n".join(failures), pytrace=False)
+                record = {"gate": verdict.gate, "failures": verdict.failures, "result": result.to_json()}
+                fh.write(json.dumps(record, default=str) + "\n")
+        if verdict.failed:
+            pytest.fail("\n".join(verdict.failures), pytrace=False)
         return result
 
-    return run
+    return run_one
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -267,32 +282,31 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.OK
 
 
-def pytest_runtest_logreport(report):
-    # Rows travel in user_properties so the table also works under pytest-xdist.
-    if report.when != "call":
-        return
-    for key, value in report.user_properties:
-        if key == "mmgen_row":
-            _ROWS.append(value)
-
-
 _ROWS: list[dict] = []
 
 
+def pytest_runtest_logreport(report):
+    # Rows travel in user_properties so the summary also works under pytest-xdist.
+    if report.when == "call":
+        _ROWS.extend(value for key, value in report.user_properties if key == "mmgen_row")
+
+
+@pytest.hookimpl(trylast=True)   # after pytest-benchmark's tables: the suite's answer ends the run
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    estimate = getattr(config, "_mmgen", {}).get("estimate")
-    if estimate:
+    st = getattr(config, "_mmgen", {})
+    if st.get("estimate"):
         terminalreporter.write_sep("=", "mmgen-perf estimate (nothing ran)")
-        for line in estimate.splitlines():
+        for line in st["estimate"].splitlines():
             terminalreporter.write_line(line)
     if not _ROWS:
         return
     from workloads.report import sections
 
+    for line in st.get("notes", []):
+        terminalreporter.write_line(line)
     for title, text in sections(_ROWS):
-        if title == "cases":
-            terminalreporter.write_sep("=", "mmgen-perf cases")
-        else:
-            terminalreporter.write_sep("-", title)
+        # Each workload's group opens with its cases table.
+        terminalreporter.write_sep("=" if title.endswith(": cases") else "-",
+                                   f"mmgen-perf {title}" if title.endswith(": cases") else title)
         for line in text.splitlines():
             terminalreporter.write_line(line)

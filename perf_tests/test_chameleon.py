@@ -1,7 +1,7 @@
 """Chameleon: image captioning (I-T), visual question answering (IT-T) and text-to-image (T-I)
 with classifier-free guidance (seed paper 1, Section III): the lever ladder per task."""
 
-from workloads.baselines import HOPPER
+from workloads.gate.targets import HOPPER
 
 WORKLOAD = "chameleon"
 LEVERS = ("eager", "sdpa", "compile", "cuda_graph")

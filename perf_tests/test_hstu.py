@@ -1,7 +1,7 @@
 """HSTU generative recommender, H-A ranking and retrieval over jagged histories (seed paper 1,
 Section V): the attention ladder, at the Table II lengths and over the 1K-8K sweep."""
 
-from workloads.baselines import HOPPER
+from workloads.gate.targets import HOPPER
 
 WORKLOAD = "hstu"
 LEVERS = ("eager", "memory_efficient", "fused", "compile", "cuda_graph")

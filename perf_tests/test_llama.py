@@ -1,6 +1,6 @@
 """Code Llama, text-to-text code completion (seed paper 1, Section IV-A): the lever ladder."""
 
-from workloads.baselines import HOPPER
+from workloads.gate.targets import HOPPER
 
 WORKLOAD = "llama"
 LEVERS = ("eager", "sdpa", "compile", "cuda_graph")

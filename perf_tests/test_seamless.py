@@ -1,6 +1,6 @@
 """SeamlessM4T v2, speech and text translation (seed paper 1, Section IV-A deep dive, Table V)."""
 
-from workloads.baselines import HOPPER
+from workloads.gate.targets import HOPPER
 
 WORKLOAD = "seamless"
 # The paper's ladder (each rung on top of the last), one rung beyond it (vocoder_conv2d), and SDPA

@@ -5,7 +5,9 @@ import multiprocessing as mp
 
 import pytest
 
-from workloads import baselines as bl
+from workloads import gate as bl
+from workloads.gate import store
+from workloads.gate.__main__ import main
 
 
 def make_result(case="m/T-T/compile/tiny/bs1", samples=(10.0, 10.2, 9.9, 10.1), speedup=(2.0, 1.9, 2.1), **counters):
@@ -91,7 +93,7 @@ def test_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
         f.write('{"schema": 1, "cas')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bl.json, "dump", dump_half_then_die)
+    monkeypatch.setattr(store.json, "dump", dump_half_then_die)
     with pytest.raises(KeyboardInterrupt):
         bl.update(path, device_class="cpu", scale="tiny", case_id="b/T/eager/tiny/bs1",
                   entry=bl.entry_from_result(make_result("b/T/eager/tiny/bs1")))
@@ -277,9 +279,9 @@ def test_fold_refuses_what_does_not_pool_and_writes_nothing(tmp_path, bad, match
 def test_fold_on_the_command_line(tmp_path, capsys):
     path = bl.path_for(tmp_path, "cpu", "tiny")
     bl.record(path, scale="tiny", result=run_of((5.0, 5.2), "d0"))
-    assert bl.main(["fold", "--baselines", str(tmp_path), str(_log(tmp_path, "g.jsonl", run_of((6.0, 6.2), "d1")))]) == 0
+    assert main(["fold", "--baselines", str(tmp_path), str(_log(tmp_path, "g.jsonl", run_of((6.0, 6.2), "d1")))]) == 0
     assert "2 runs" in capsys.readouterr().out
-    assert bl.main(["fold", "--baselines", str(tmp_path), str(tmp_path / "nope.jsonl")]) == 2
+    assert main(["fold", "--baselines", str(tmp_path), str(tmp_path / "nope.jsonl")]) == 2
     assert "error: case log" in capsys.readouterr().out
 
 

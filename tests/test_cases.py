@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from workloads.cases import matrix, resolve_scale
+from workloads.case import resolve_scale
 from workloads.levers import LADDER, Context, UnknownLever, plan_for, stack
-from workloads.registry import WORKLOADS
+from workloads.suites import WORKLOADS
+from workloads.suites.matrix import matrix
 
 CPU = torch.device("cpu")
 
@@ -91,7 +92,7 @@ def test_a_workloads_own_files_are_run_by_it_alone():
     from pathlib import Path
 
     from workloads.measure.device import _SOURCE_GLOBS
-    from workloads.registry import WORKLOADS, foreign_sources
+    from workloads.suites import foreign_sources
 
     root = Path(__file__).resolve().parents[1]
     owned = {name: set(wl.sources) for name, wl in WORKLOADS.items()}
@@ -102,8 +103,54 @@ def test_a_workloads_own_files_are_run_by_it_alone():
         for other, theirs in owned.items():
             assert other == name or not files & theirs, f"{name} and {other} both claim {files & theirs}"
     every = {f.relative_to(root).as_posix() for g in _SOURCE_GLOBS for f in root.glob(g) if f.is_file()}
-    common = every - set().union(*owned.values()) - {"workloads/registry.py", "workloads/levers/__init__.py"}
+    common = every - set().union(*owned.values()) - {"workloads/suites/__init__.py", "workloads/levers/__init__.py"}
     for name, files in owned.items():
         for f in sorted(common | files):
             reached = _imports(root / f, root) & foreign_sources(name)
             assert not reached, f"{f}, which {name}'s cases run, imports other workloads' files {sorted(reached)}"
+
+
+def test_the_case_ids_and_their_marks_are_the_committed_set():
+    """A case id names its baseline entries and its `-k` selections: a renamed or lost id orphans
+    them. tests/data/case_ids.txt holds every id of every scale with its marks; a new case (a
+    new workload, lever, task or batch) is added to it in the change that adds the case."""
+    import importlib
+    from pathlib import Path
+
+    listed = Path(__file__).with_name("data").joinpath("case_ids.txt").read_text().splitlines()
+    made = []
+    for scale in ("tiny", "small", "paper"):
+        for name in ("chameleon", "hstu", "llama", "seamless"):
+            module = importlib.import_module(f"perf_tests.test_{name}")
+            made += [f"{c.id} {','.join(c.marks)}" for c in matrix(module.WORKLOAD, tuple(module.LEVERS), scale)]
+    lost, new = sorted(set(listed) - set(made)), sorted(set(made) - set(listed))
+    assert not lost and not new, f"ids or marks lost: {lost[:10]}; not in the file: {new[:10]}"
+    assert made == listed   # and in the order a session runs them
+
+
+def test_a_case_id_parses_back_and_bad_ids_are_named():
+    from workloads.case import Case, CaseIdError
+
+    c = Case("seamless", "seamless-large", "S-S", "vocoder_cuda_graph", "paper", 72, ("gpu", "slow"))
+    assert Case.parse(c.id, workload="seamless") == c and str(c) == c.id
+    assert str(c.input) == "seamless-large/S-S/paper/bs72" and c.reference().id == "seamless-large/S-S/eager/paper/bs72"
+    assert Case.of({"case": c.id, "workload": "seamless"}) == c
+    for bad in ("llama-7b/T-T/eager/paper", "llama-7b/T-T/eager/paper/bs0", "a/b/c/d/bs1/e", ""):
+        with pytest.raises(CaseIdError, match="is not a case id: expected model/task/lever/scale/bs<batch>"):
+            Case.parse(bad)
+
+
+def test_no_module_but_the_case_splits_an_id():
+    """Every reading of an id goes through Case.parse: no other module splits one by '/'."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for f in [root / "conftest.py", *root.glob("workloads/**/*.py")]:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("split", "rsplit", "partition", "rpartition")
+                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "/"):
+                found.append(f"{f.relative_to(root)}:{node.lineno}")
+    assert not found, f"ids split outside workloads/case.py: {found}"

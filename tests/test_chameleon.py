@@ -14,16 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workloads.engine import cfg as cfg_engine
+from workloads.engine.cache import DecoderCache
 from workloads.engine.plan import Plan
 from workloads.levers import Context, plan_for
 from workloads.models import chameleon
 from workloads.models.common import parameter_count
-from workloads.registry import WORKLOADS
+from workloads.suites import WORKLOADS
 from workloads.tasks import image
 
 WL = WORKLOADS["chameleon"]
 GREEDY = dataclasses.replace(WL, temperature=0.0)
-_DECODERS: dict = {}   # shared across examples: one compile per shape, as in a session
+_DECODERS = DecoderCache()   # shared across examples: one compile per shape, as in a session
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +229,7 @@ def test_text_head_is_the_library_forward(tiny, device):
 
 
 def test_case_matrix_marks():
-    from workloads.cases import matrix
+    from workloads.suites.matrix import matrix
 
     levers = ("eager", "sdpa", "compile", "cuda_graph")
     tiny = matrix("chameleon", levers, "tiny")

@@ -53,14 +53,14 @@ def test_update_then_gate_end_to_end(tmp_path):
     entry = data["cases"][CASE]
     assert entry["counters"]["graph_breaks"] == 0 and entry["provenance"]["torch"] == torch.__version__
     assert "launch_us" in entry["host"]
-    assert "updated" in r.stdout and "mmgen-perf cases" in r.stdout
+    assert "updated" in r.stdout and "mmgen-perf llama (llama-tiny, tiny scale): cases" in r.stdout
     assert entry["build_s"] > 0 and entry["untimed_s"] > 0
 
     # How long the selection would take there, from that baseline; nothing runs.
     r = pytest_run("perf_tests", "-k", CASE, "--baselines", str(tmp_path), "--estimate", "cpu")
     assert r.returncode == 0, r.stdout[-2000:]
     assert "mmgen-perf estimate (nothing ran)" in r.stdout and "llama-tiny/T-T/tiny/bs1" in r.stdout
-    assert f"min on cpu ({path})" in r.stdout and "mmgen-perf cases" not in r.stdout
+    assert f"min on cpu ({path})" in r.stdout and ": cases" not in r.stdout
     r = pytest_run("perf_tests", "-k", CASE, "--baselines", str(tmp_path), "--estimate", "nvidia-h100")
     assert r.returncode == 4
     assert f"no baselines at {tmp_path / 'nvidia-h100' / 'tiny.json'}; classes with baselines: ['cpu']" in r.stderr
@@ -72,11 +72,24 @@ def test_update_then_gate_end_to_end(tmp_path):
     assert f"{CASE}: counter graphs changed: measured 1, baseline 2 ({path})" in r.stdout
     assert "torch.__trace" not in r.stdout   # the failure is not buried under the compiler's trace records
 
-    entry["latency_ms"]["ci"] = "wide"
-    path.write_text(json.dumps(data))
-    r = pytest_run("perf_tests", "-k", CASE, "--device", "cpu", "--baselines", str(tmp_path))
-    assert r.returncode == 1
-    assert str(path) in r.stdout and "latency_ms.ci" in r.stdout
+
+
+@pytest.mark.parametrize("corrupt, key", [
+    (lambda data, text: json.dumps(data).replace('"ci": [', '"ci": "wide", "was": [', 1), ".latency_ms.ci"),
+    (lambda data, text: text[: len(text) // 2], "not valid JSON"),
+])
+def test_a_bad_baseline_file_stops_the_run_before_any_case_naming_file_and_key(tmp_path, corrupt, key):
+    """A corrupt baseline file is found before anything is timed and reported once, with its
+    path and the key, without a traceback; no case runs."""
+    r = pytest_run("perf_tests", "-k", CASE, "--device", "cpu", "--baselines", str(tmp_path), "--update-baselines")
+    assert r.returncode == 0, r.stdout[-2000:]
+    path = tmp_path / "cpu" / "tiny.json"
+    path.write_text(corrupt(json.loads(path.read_text()), path.read_text()))
+    r = pytest_run("perf_tests", "-k", "llama-tiny", "--device", "cpu", "--baselines", str(tmp_path))
+    assert r.returncode == 4
+    (line,) = [x for x in (r.stdout + r.stderr).splitlines() if str(path) in x]
+    assert key in line and line.startswith("ERROR: bad baseline file, nothing was run")
+    assert "Traceback" not in r.stdout + r.stderr and "passed" not in r.stdout and "failed" not in r.stdout
 
 
 def test_case_log_and_module_table(tmp_path):
@@ -134,3 +147,57 @@ def test_latency_only_times_a_rung_without_eager_and_gates_its_latency(tmp_path)
 
     r = pytest_run("perf_tests", "-k", case, "--device", "cpu", "--latency-only", "--update-baselines")
     assert r.returncode == 4 and "--latency-only with --update-baselines" in r.stderr
+
+
+def _checkpoint(path: Path, weights: bytes | None = None) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    if weights is None:
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(2)}, str(path / "model.safetensors"))
+    else:
+        (path / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def test_a_checkpoint_says_which_selected_cases_it_serves(tmp_path):
+    """--checkpoint on a run that selects none of its model's cases says so, naming the models
+    the run does select; a malformed weights file is a one-line usage error naming the file."""
+    good = _checkpoint(tmp_path / "ok")
+    r = pytest_run("perf_tests", "-k", CASE, "--device", "cpu", "--checkpoint", f"llama-7b={good}", "--collect-only")
+    assert f"--checkpoint llama-7b={good}: serves none of the selected cases (their models: llama-tiny)" in r.stdout
+    bad = _checkpoint(tmp_path / "bad", weights=b"\x08\x00\x00\x00\x00\x00\x00\x00{trunc")
+    r = pytest_run("perf_tests", "-k", CASE, "--collect-only", "--checkpoint", f"llama-7b={bad}")
+    assert r.returncode == 4 and "Traceback" not in r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if "model.safetensors" in x]
+    assert f"checkpoint file {bad / 'model.safetensors'} is not a readable safetensors file" in line
+
+
+def test_a_checkpoint_that_does_not_load_fails_its_cases_in_one_line(tmp_path):
+    from workloads.models.common import CheckpointError
+    from workloads.suites import WORKLOADS
+
+    path = _checkpoint(tmp_path / "ckpt")
+    (path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 30, "num_attention_heads": 7}))
+    wl = WORKLOADS["llama"]
+    with pytest.raises(CheckpointError) as e:
+        wl.build(wl.preset("llama-tiny"), torch.device("cpu"), checkpoint=str(path))
+    assert str(path) in str(e.value) and "\n" not in str(e.value) and "did not load" in str(e.value)
+
+
+def test_the_suites_summaries_end_the_run_and_fit_a_terminal(tmp_path):
+    """pytest-benchmark's wide tables come before the suite's own summaries, one group per
+    workload, every line of which fits in 120 columns; the library deprecations the suite
+    cannot act on are filtered, so the warnings pytest shows are ones to read."""
+    r = pytest_run("perf_tests", "-k", "bs1 and tiny and (llama or hstu-tiny/H-A/) and (eager or compile)",
+                   "--device", "cpu", "--baselines", str(tmp_path))
+    assert r.returncode == 0, r.stdout[-2000:]
+    lines = r.stdout.splitlines()
+    ours = [i for i, x in enumerate(lines) if x.startswith("=") and ": cases" in x]
+    assert sorted(lines[i].split()[2] for i in ours) == ["hstu", "llama"]
+    benchmark = max(i for i, x in enumerate(lines) if "benchmark" in x and x.startswith("-"))
+    assert benchmark < ours[0]
+    end = next(i for i in range(ours[0], len(lines)) if "passed" in lines[i] or "short test summary" in lines[i])
+    assert all(len(x) <= 120 for x in lines[ours[0]:end]), max(lines[ours[0]:end], key=len)
+    assert "is deprecated and will be removed" not in r.stdout and "torch.jit.script" not in r.stdout

@@ -1,8 +1,8 @@
 """The estimate of a selection's time from stored baselines (`--estimate`)."""
 import pytest
 
-from workloads.cases import Case
-from workloads.estimate import estimate, render
+from workloads.case import Case
+from workloads.run.estimate import estimate, render
 
 
 def entry(ms, rounds, **kw):

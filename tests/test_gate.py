@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from workloads import baselines as bl
+from workloads import gate as bl
 
 from .test_baselines import make_result
 
@@ -233,7 +233,7 @@ def test_a_host_bound_failure_against_a_one_process_entry_says_how_to_pool_more(
     slower = run(290.0, 2)
     (msg,) = bl.check(slower, base, path=PATH, timing=True)
     assert "its entry holds one process's rounds" in msg and "this case, 70% host-bound, moves more" in msg
-    assert "python -m workloads.baselines fold" in msg and msg.endswith(f"({PATH})")
+    assert "python -m workloads.gate fold" in msg and msg.endswith(f"({PATH})")
     assert "commit abc1234" in msg
     (msg,) = bl.check(run(290.0, 2, prov={"source": "s2"}), base, path=PATH, timing=True)
     assert "re-measure it with --update-baselines in two or more processes" in msg

@@ -3,26 +3,29 @@
 Tiny fp32 Llama, random prompts (left-padded batches of 1-4), random seeds. The reference is
 the library's own generate with eager attention and a dynamic cache, as users run it.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from workloads.engine.cache import DecoderCache
 from workloads.engine.plan import Plan
 from workloads.levers import Context, plan_for
-from workloads.registry import WORKLOADS
+from workloads.suites import WORKLOADS
 from workloads.tasks.text import batch_from_lengths
 
 WL = WORKLOADS["llama"]
 NEW_TOKENS = 6
 # fp32: eager vs sdpa differ ~1e-7; inductor reorders reductions, ~1e-5 on these logits.
 ATOL = RTOL = 1e-4
-_DECODERS: dict = {}   # shared across examples: one compile per batch size, as in a session
+_DECODERS = DecoderCache()   # shared across examples: one compile per batch size, as in a session
 
 
 def _run(model, batch, plan, device):
-    runner = WL.runner(model, batch, plan, _DECODERS, keep_logits=True)
+    runner = dataclasses.replace(WL, keep_logits=True).runner(model, batch, plan, _DECODERS)
     for _, step in runner.setup_steps():
         step()
     runner.prepare()
@@ -80,7 +83,7 @@ def test_compiled_step_is_one_graph_without_breaks(tiny_llama, device):
     plan, _ = plan_for("compile", Context(device, WL.supports))
     batch = batch_from_lengths([7], NEW_TOKENS, vocab_size=tiny_llama.config.vocab_size, device=device,
                                rng=np.random.default_rng(3))
-    runner = WL.runner(tiny_llama, batch, plan, {})   # a fresh decoder: compiles here
+    runner = WL.runner(tiny_llama, batch, plan, DecoderCache())   # a fresh decoder: compiles here
     with dynamo_delta() as d:
         for _, step in runner.setup_steps():
             step()
@@ -135,7 +138,7 @@ def test_prefill_and_decode_are_timed_as_spans(tiny_llama, device):
     batch = batch_from_lengths([5, 9], NEW_TOKENS, vocab_size=tiny_llama.config.vocab_size, device=device,
                                rng=np.random.default_rng(5))
     for plan in (Plan(), Plan(attn_implementation="sdpa", engine="static")):
-        runner = WL.runner(tiny_llama, batch, plan, {})
+        runner = WL.runner(tiny_llama, batch, plan, DecoderCache())
         runner.prepare()
         sw = Stopwatch(device, spans=True)
         sw.start()

@@ -97,7 +97,7 @@ def test_source_fingerprint_names_the_code_not_the_checkout(tmp_path):
     assert source_fingerprint(str(tmp_path)) != first
     source_fingerprint.cache_clear()
     second = source_fingerprint(str(tmp_path))
-    for rel in ("workloads/baselines.py", "workloads/report/__init__.py"):   # they judge and render, never measure
+    for rel in ("workloads/gate/verdict.py", "workloads/report/__init__.py"):   # they judge and render, never measure
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("gate = 2\n")
         source_fingerprint.cache_clear()
@@ -108,7 +108,7 @@ def test_source_fingerprint_names_the_code_not_the_checkout(tmp_path):
 def test_source_fingerprint_leaves_out_other_workloads_files(tmp_path):
     from workloads.measure.device import source_fingerprint
 
-    for rel in ("workloads/harness.py", "workloads/models/a.py", "workloads/models/b.py"):
+    for rel in ("workloads/run/schedule.py", "workloads/models/a.py", "workloads/models/b.py"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x = 1\n")
     of_a = frozenset({"workloads/models/b.py"})   # what workload a's cases leave out
@@ -121,7 +121,7 @@ def test_source_fingerprint_leaves_out_other_workloads_files(tmp_path):
     second = source_fingerprint(str(tmp_path), of_a)
     assert second != first                                      # a's own model is
     source_fingerprint.cache_clear()
-    (tmp_path / "workloads/harness.py").write_text("x = 2\n")
+    (tmp_path / "workloads/run/schedule.py").write_text("x = 2\n")
     assert source_fingerprint(str(tmp_path), of_a) != second    # and so is the common code
     source_fingerprint.cache_clear()
 
@@ -200,8 +200,8 @@ def test_a_long_warm_up_round_gives_the_breakdown_when_it_ran_like_a_timed_one()
     """A side that compiles nothing warms up with spans on; where that round is long and no
     slower than 1.05x its slowest timed round, its spans are the breakdown and no instrumented
     round is run after the timed ones. A compiled side warms up as it is timed, spans off."""
-    from workloads import harness
     from workloads.engine.plan import Plan
+    from workloads.run import schedule
 
     seen = []
 
@@ -211,33 +211,33 @@ def test_a_long_warm_up_round_gives_the_breakdown_when_it_ran_like_a_timed_one()
             pass
 
     v = Variant("eager", run)
-    memory, warm = harness._warm_up(v, Plan(), "cpu")
+    memory, warm = schedule._warm_up(v, Plan(), "cpu")
     assert seen == [True] and set(warm) >= {"end", "span:decode"}
-    _, none = harness._warm_up(Variant("compile", run), Plan(compile=True), "cpu")
+    _, none = schedule._warm_up(Variant("compile", run), Plan(compile=True, compiles=True), "cpu")
     assert seen[-1] is False and none is None
 
     class _WL:
         share_spans = None
 
-    long = harness.LONG_ROUND_MS
+    long = schedule.LONG_ROUND_MS
     v.samples = [{"end": long * 1.00}, {"end": long * 1.10}]
     warm = {"end": long * 1.12, "span:decode": long}
-    assert harness._breakdown_of_warm_up(warm, v, _WL) == {"decode": long, "other": pytest.approx(long * 0.12),
+    assert schedule._breakdown_of_warm_up(warm, v, _WL) == {"decode": long, "other": pytest.approx(long * 0.12),
                                                            "total": long * 1.12}
-    assert harness._breakdown_of_warm_up(warm | {"end": long * 1.2}, v, _WL) is None     # slower: first-call costs
+    assert schedule._breakdown_of_warm_up(warm | {"end": long * 1.2}, v, _WL) is None     # slower: first-call costs
     # A first call's cost in a short phase hardly moves the whole round, but the phase says it.
     v.samples = [{"first_token": 30.0, "decode_end": long, "end": long + 20.0},
                  {"first_token": 31.0, "decode_end": long * 1.01, "end": long * 1.01 + 21.0}]
     warm = {"first_token": 31.5, "decode_end": long * 1.005, "end": long * 1.005 + 22.0, "span:decode": long}
-    assert harness._breakdown_of_warm_up(warm, v, _WL)["total"] == warm["end"]        # within 5% and 1 ms each
+    assert schedule._breakdown_of_warm_up(warm, v, _WL)["total"] == warm["end"]        # within 5% and 1 ms each
     cold = warm | {"first_token": 466.0, "span:prefill": 466.0}
     assert cold["end"] < 1.05 * max(v.series("end"))
-    assert harness._breakdown_of_warm_up(cold, v, _WL) is None                         # the prefill was cold
+    assert schedule._breakdown_of_warm_up(cold, v, _WL) is None                         # the prefill was cold
     cold_tail = warm | {"end": long * 1.005 + 240.0}
-    assert harness._breakdown_of_warm_up(cold_tail, v, _WL) is None                    # so was what follows decoding
+    assert schedule._breakdown_of_warm_up(cold_tail, v, _WL) is None                    # so was what follows decoding
     v.samples = [{"end": 10.0}]
-    assert harness._breakdown_of_warm_up({"end": 10.0, "span:decode": 9.0}, v, _WL) is None   # short: run once more
-    assert harness._breakdown_of_warm_up(None, v, _WL) is None
+    assert schedule._breakdown_of_warm_up({"end": 10.0, "span:decode": 9.0}, v, _WL) is None   # short: run once more
+    assert schedule._breakdown_of_warm_up(None, v, _WL) is None
 
 
 def test_profiled_events_are_the_events_the_profiler_lists():

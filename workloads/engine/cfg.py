@@ -104,6 +104,9 @@ class CFGGenerate(LibraryRunner):
         super().prepare()
         self.chooser.reseed(self.batch.seed)
 
+    def outputs(self) -> dict:
+        return {"image": self.image}
+
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None) -> torch.Tensor:
         n = new_tokens or self.batch.new_tokens
@@ -165,6 +168,9 @@ class CFGRunner(StaticRunner):
     def prepare(self) -> None:
         super().prepare()
         self.chooser.reseed(self.decoder.batch.seed)
+
+    def outputs(self) -> dict:
+        return super().outputs() | {"image": self.image}
 
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None) -> torch.Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from .runner import RunnerBase
+
 
 class _MarkFirstToken(LogitsProcessor):
     """Marks the stopwatch when the prefill's logits arrive (where the prefill span ends and
@@ -27,16 +29,13 @@ def set_attention(model, implementation: str) -> None:
         model.set_attn_implementation(implementation)
 
 
-class LibraryRunner:
+class LibraryRunner(RunnerBase):
     """A model library's own entry point on one batch: nothing to set up but the attention."""
 
     def __init__(self, model, batch, attn_implementation: str):
         self.model = model
         self.batch = batch
         self.attn_implementation = attn_implementation
-
-    def setup_steps(self) -> list:
-        return []
 
     def prepare(self) -> None:
         # The model object is shared with other runners of the case; each sets what it needs.
@@ -78,3 +77,6 @@ class LibraryGenerate(LibraryRunner):
     def last_logits(self) -> torch.Tensor:
         """(batch, steps, vocab) logits of the last run, when kept."""
         return self.logits
+
+    def outputs(self) -> dict:
+        return {} if self.logits is None else {"logits": self.logits}

@@ -17,7 +17,8 @@ import contextlib
 import torch
 
 from .graphs import capture_graph, compile_own, null_span, warm_on_side_stream
-from .hstu_attention import Jagged, load_fused
+from .hstu_attention import Jagged, attention_flops, load_fused
+from .runner import RunnerBase
 
 ROW_BUCKET = 1024     # packed rows round up to a multiple of this for a captured graph
 LENGTH_BUCKET = 256   # and each sequence's grid of query rows to a multiple of this
@@ -153,7 +154,7 @@ class StaticForward:
         return self.fn()
 
 
-class HSTURunner:
+class HSTURunner(RunnerBase):
     """One batch through the model, as the plan says, with the runner interface the harness times."""
 
     def __init__(self, model, batch, *, attn_implementation: str = "eager", static: StaticForward | None = None,
@@ -162,8 +163,8 @@ class HSTURunner:
         self.batch = batch
         self.attn_implementation = attn_implementation
         self.static = static
-        self.decoder = static   # the harness keeps one-off setup figures on the shared object
         self.use_graph = use_graph
+        self.logits = None
         self.jag, self.kept = jagged_of(batch)
         if attn_implementation == "fused":
             load_fused()
@@ -178,8 +179,22 @@ class HSTURunner:
             steps.append(("capture_s", self.static.capture))
         return steps
 
+    @property
+    def setup_metrics(self) -> dict:
+        return super().setup_metrics if self.static is None else self.static.setup_metrics
+
     def prepare(self) -> None:
         self.model.set_attn_implementation(self.attn_implementation)
+
+    def outputs(self) -> dict:
+        return {"logits": self.logits}
+
+    def work(self) -> dict[str, float]:
+        """The attention's causal products: a fixed count for the batch's lengths."""
+        c, b = self.model.config, self.batch
+        full = attention_flops(b.lengths, c.num_heads, c.qk_dim, c.v_dim) * c.full_layers
+        kept = attention_flops(b.kept_lengths or b.lengths, c.num_heads, c.qk_dim, c.v_dim) * c.truncated_layers
+        return {"attention": full + kept}
 
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None) -> torch.Tensor:

@@ -15,6 +15,7 @@ from transformers import StaticCache
 
 from .graphs import capture_graph, compile_own, decode_step_options, warm_on_side_stream
 from .library import set_attention
+from .runner import RunnerBase
 
 _BUCKET = 64   # cache lengths round up to this, so nearby prompt lengths share one compiled step
 
@@ -174,12 +175,20 @@ class StaticDecoder:
         return self.out[:, :n].clone()
 
 
-class StaticRunner:
+class StaticRunner(RunnerBase):
     """A decoder in one mode (graph replay or not), with the runner interface the harness times."""
 
     def __init__(self, decoder: StaticDecoder, use_graph: bool):
         self.decoder = decoder
         self.use_graph = use_graph
+
+    @property
+    def batch(self):
+        return self.decoder.batch
+
+    @property
+    def setup_metrics(self) -> dict:
+        return self.decoder.setup_metrics
 
     def prepare(self) -> None:
         self.decoder.prepare()
@@ -200,3 +209,7 @@ class StaticRunner:
     def last_logits(self) -> torch.Tensor | None:
         """(batch, steps, vocab) logits of the last run, when the decoder keeps them."""
         return None if self.decoder.logits is None else self.decoder.logits[:, : self.steps]
+
+    def outputs(self) -> dict:
+        logits = self.last_logits()
+        return {} if logits is None else {"logits": logits}

@@ -7,10 +7,10 @@ STATIC_STEPS = frozenset({"static_decode", "static_forward"})
 
 
 def _apply(plan, ctx):
-    # Coordinate-descent tuning of inductor's Triton kernels: 6.10 -> 5.52 ms per token on a
-    # 7B decode step on an H100 (measured). It has no effect on the CPU backend.
+    # Coordinate-descent tuning of inductor's Triton kernels pays where one compiled step is most
+    # of the run (docs/measured.md, "Measured on an H100"); the CPU backend ignores it.
     options = {"coordinate_descent_tuning": True} if ctx.device.type == "cuda" and ctx.tuning else {}
-    return plan.with_(engine="static", compile=True, compile_options=options)
+    return plan.with_(engine="static", compile=True, compile_options=options, compiles=True)
 
 
 def _why_not(ctx):

@@ -17,6 +17,6 @@ def _why_not(ctx):
 LEVER = Lever(
     "kv_reorder",
     "in-place, compiled beam reorder of the self-attention cache; cross-attention cache not reordered",
-    apply=lambda plan, ctx: plan.with_(engine="static", kv_reorder=True),
+    apply=lambda plan, ctx: plan.with_(engine="static").with_extras(kv_reorder=True),
     why_not=_why_not,
 )

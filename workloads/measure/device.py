@@ -112,7 +112,7 @@ def _git_commit() -> tuple[str, bool | None]:
 
 _SOURCE_GLOBS = ("conftest.py", "perf_tests/*.py", "workloads/**/*.py")
 # Code that judges or renders figures after they are measured: an edit to it changes no number.
-_AFTER_MEASURING = ("workloads/baselines.py", "workloads/caselog.py", "workloads/report/")
+_AFTER_MEASURING = ("workloads/gate/", "workloads/caselog.py", "workloads/report/")
 
 
 @lru_cache(maxsize=16)
@@ -173,7 +173,8 @@ def provenance(device: torch.device | str, exclude: frozenset[str] = frozenset()
         state = gpu_state(device)
         prov["gpu"] = state.get("name")
         prov["driver"] = state.get("driver")
-    # The host's CPU on every device: a host-bound rung runs at its speed (docs/measured.md, HSTU).
+    # The host's CPU on every device: a host-bound rung runs at its speed (docs/measured.md,
+    # "Measured on an H200: HSTU").
     prov["cpu"] = cpu_model()
     return prov
 

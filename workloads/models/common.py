@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 
 class CheckpointError(ValueError):
@@ -43,9 +44,21 @@ def check_checkpoint_dir(path: str | Path, model_type: str) -> Path:
         raise CheckpointError(f"checkpoint path {p}: config.json is not valid JSON ({e})") from None
     if cfg.get("model_type") != model_type:
         raise CheckpointError(f"checkpoint path {p}: model_type is {cfg.get('model_type')!r}, expected {model_type!r}")
-    if not any(p.glob("*.safetensors")):
+    weights = sorted(p.glob("*.safetensors"))
+    if not weights:
         raise CheckpointError(f"checkpoint path {p} has no *.safetensors weights")
+    for f in weights:   # the header only: a truncated or foreign file fails here, not minutes into a run
+        try:
+            with safe_open(f, framework="pt"):
+                pass
+        except Exception as e:
+            raise CheckpointError(f"checkpoint file {f} is not a readable safetensors file ({first_line(e)})") from None
     return p
+
+
+def first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def parameter_count(model: torch.nn.Module) -> int:

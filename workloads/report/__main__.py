@@ -5,33 +5,49 @@ import argparse
 from pathlib import Path
 
 from .. import caselog
+from ..case import CaseIdError
 from . import row, sections
+
+
+def _rows(records: list[tuple[str, dict]]) -> list[dict]:
+    """Each record's row; a record the row cannot read is an error naming its file and line."""
+    rows = []
+    for where, record in records:
+        log, _, line = where.rpartition(":")
+        try:
+            rows.append(row(record["result"], record.get("gate", "-")))
+        except CaseIdError as e:
+            raise caselog.CaseLogError(f"case log {log}, line {line}: {e}") from None
+        except KeyError as e:
+            raise caselog.CaseLogError(f"case log {log}, line {line}: its result has no {e.args[0]!r}") from None
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workloads.report",
-                                 description="Render case logs (--case-log) as the run's tables: the cases, "
-                                             "the ladder per input, where the time goes.")
+                                 description="Render case logs (--case-log) as the run's tables, per workload: "
+                                             "the cases, the ladder per input, where the time goes.")
     ap.add_argument("logs", nargs="+", metavar="CASE_LOG")
     ap.add_argument("--markdown", action="store_true", help="Markdown tables, each under a heading")
-    ap.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page: where the results came "
-                                                   "from, the tables, and per input the ladder and where the time goes")
+    ap.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page: where each log's "
+                                                   "results came from, the tables, and per input the ladder and "
+                                                   "where the time goes")
     args = ap.parse_args(argv)
     try:
         records = caselog.read(args.logs)
+        rows = _rows(records)
     except caselog.CaseLogError as e:
         print(f"error: {e}")
         return 2
     # A case logged again (a rerun, a later log) shows its latest record.
-    latest = {r["result"]["case"]: r for _, r in records}
-    rows = [row(r["result"], r.get("gate", "-")) for r in latest.values()]
+    latest = list({r["case"]: r for r in rows}.values())
     every = [(r["result"], r.get("gate", "-")) for _, r in records]
-    for title, text in sections(rows, args.markdown, every):
+    for title, text in sections(latest, args.markdown, every):
         print(f"### {title}\n\n{text}\n" if args.markdown else f"== {title}\n{text}\n")
     if args.html:
         from .html import render
         try:
-            page = render(rows, [r["result"] for r in latest.values()], every, title=f"mmgen-perf: {', '.join(args.logs)}")
+            page = render(latest, records, title=f"mmgen-perf: {', '.join(args.logs)}")
         except RuntimeError as e:
             print(f"error: {e}")
             return 2

@@ -1,0 +1,196 @@
+"""A case's result from what its loop measured: timings, memory, setup, where the time went,
+counters, the host, the device and provenance. It measures nothing itself beyond the
+deterministic kernel count of `measure.counters`; every figure comes from `measure`."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from ..case import Case
+from ..engine.plan import Plan
+from ..measure import breakdown
+from ..measure import counters as mc
+from ..measure import device as md
+from ..measure.roofline import roofline
+from ..measure.stats import ratio_of_medians, summarize
+from ..measure.timing import Variant
+from ..result import SETUP_METRICS, Result
+from ..suites import Batch, Runner, Workload, foreign_sources
+from .session import Reference, Session
+
+
+@dataclass
+class Rung:
+    case: Case
+    plan: Plan
+    runner: Runner
+    setup: dict
+    variant: Variant | None = None   # None: the eager case, whose variant is the reference's
+    memory: dict | None = None       # the peak of its warm-up round
+    modules: dict | None = None      # where its time went in its instrumented round
+    warm: dict | None = None         # its warm-up round's marks and spans, where it ran with them
+    untimed_s: float = 0.0           # its seconds outside the timed rounds and its setup, so far
+
+
+@dataclass
+class Loop:
+    """One input's loop: the eager reference and what every rung of it shares."""
+
+    session: Session
+    workload: Workload
+    model: object
+    batch: Batch
+    ref: Runner                      # the eager runner
+    eager: Variant | None            # None where the rungs ran alone (--latency-only)
+    reference: Reference
+    cached: bool                     # the reference's untimed figures come from an earlier loop of the session
+    others: md.OtherLoad | None = None
+
+
+def summary(values, seed: int = 0) -> dict:
+    return summarize(values, seed=seed).as_dict() | {"samples": [float(v) for v in values]}
+
+
+def tpot(variant: Variant, n: int) -> list[float] | None:
+    """Time per output token of each round; None where nothing is generated (no first token is
+    marked). Decoding ends before the end where stages follow it."""
+    if "first_token" not in variant.samples[0]:
+        return None
+    end = variant.series("decode_end") if "decode_end" in variant.samples[0] else variant.series("end")
+    return [(e - f) / max(n - 1, 1) for e, f in zip(end, variant.series("first_token"))]
+
+
+def result(rung: Rung, loop: Loop) -> Result:
+    device = loop.session.device
+    out = Result(rung.case, md.device_class(device))
+    out.update(_timings(rung, loop))
+    out.update(_memory_and_setup(rung, loop))
+    out.update(_where_the_time_went(rung, loop))
+    out.update(rung.runner.recorded())
+    out.update(_counters_and_host(rung, loop, out))
+    if device.type == "cuda":
+        if out["tpot_ms"] is not None:
+            out["roofline"] = roofline(loop.workload.decode_bytes(loop.model, loop.batch),
+                                       out["tpot_ms"]["median"] / 1e3, loop.session.bandwidth())
+        out["gpu_state"] = md.gpu_state(device)
+    out["provenance"] = md.provenance(device, exclude=foreign_sources(rung.case.workload))
+    return out
+
+
+def _ours(rung: Rung, loop: Loop) -> Variant:
+    return loop.eager if rung.variant is None else rung.variant
+
+
+def _timings(rung: Rung, loop: Loop) -> dict:
+    """Latency, first token and per token over the timed rounds; the eager rounds that shared
+    them (the i-th sample of each side comes from one round) and the paired speedup."""
+    ours, eager, n = _ours(rung, loop), loop.eager, rung.runner.decode_steps
+    e2e = ours.series("end")
+    ref_e2e = None if eager is None else eager.series("end")[:len(e2e)]
+    per_token = tpot(ours, n)
+    lever = rung.variant is not None and eager is not None
+    return {
+        "levers": list(rung.plan.levers), "prompt_lengths": loop.batch.prompt_lengths, "new_tokens": n,
+        "rounds": len(e2e),
+        "latency_ms": {"metric": "e2e"} | summary(e2e),
+        "ttft_ms": None if per_token is None else summary(ours.series("first_token"), 1),
+        "tpot_ms": None if per_token is None else summary(per_token, 2),
+        "reference_latency_ms": None if ref_e2e is None else summary(ref_e2e, 3),
+        "speedup": ratio_of_medians(ref_e2e, e2e, paired=True).as_dict() if lever else None,
+        "agreement": _agreement(eager, ours) if lever else None,
+    }
+
+
+def _memory_and_setup(rung: Rung, loop: Loop) -> dict:
+    memory = loop.reference.memory if rung.variant is None else rung.memory
+    return {"peak_memory": memory, "reference_peak_memory": loop.reference.memory,
+            "build_s": loop.session.build_s.get(rung.case.model)} | {k: rung.setup.get(k) for k in SETUP_METRICS}
+
+
+def _where_the_time_went(rung: Rung, loop: Loop) -> dict:
+    """Each side's ms per module, eager over lever per module group, and the TFLOP/s of the
+    spans whose work the run's output fixes."""
+    sides = {"eager": loop.reference.modules} | ({} if rung.variant is None else {"lever": rung.modules})
+    sides = {side: m for side, m in sides.items() if m is not None}
+    if not sides:
+        return {}
+    out = {"modules_ms": sides}
+    if "eager" in sides and "lever" in sides:
+        out["module_speedup"] = breakdown.group_speedup(sides["eager"], sides["lever"], loop.workload.module_groups)
+    flops = rung.runner.work()
+    if flops:
+        out["span_tflops"] = {side: breakdown.throughput(m, flops) for side, m in sides.items()}
+        peak = loop.session.matmul_flops()
+        if peak:
+            out["matmul_peak_tflops"] = peak / 1e12
+    return out
+
+
+def _counters_and_host(rung: Rung, loop: Loop, done: Result) -> dict:
+    ours, device = _ours(rung, loop), loop.session.device
+    counters = {"recompiles": ours.recompiles}
+    out = {}
+    if rung.plan.compiles:
+        counters.update(graphs=rung.setup["graphs"], graph_breaks=rung.setup["graph_breaks"])
+        # Beside the counters, not among them: whether the compile came from a cache is the
+        # process's history, and it is what to compare first where a kernel count moved.
+        out["compiler"] = rung.setup.get("compiler")
+    kernels, share, names = kernels_of(rung.runner, device, done["latency_ms"]["median"], done["tpot_ms"])
+    out["counters"] = counters | kernels
+    if names:
+        out["kernel_names"] = names
+    out["host"] = _host(ours, loop.others, share)
+    if rung.variant is None:
+        loop.reference.share = share
+    elif share is not None and loop.eager is not None:
+        # The reference's own host-bound share sets how far a faster host lowers the speedup
+        # (docs/gate.md); measured once per reference and session.
+        if loop.reference.share is None:
+            ref_tpot = tpot(loop.eager, loop.ref.decode_steps)
+            loop.reference.share = kernels_of(loop.ref, device, done["reference_latency_ms"]["median"],
+                                              None if ref_tpot is None else summary(ref_tpot, 2))[1]
+        out["host"]["reference_share"] = loop.reference.share
+    return out
+
+
+def _host(ours: Variant, others, share: float | None) -> dict:
+    """The host during this side's rounds, each probed right before it (a host's speed is not a
+    constant of a session: docs/gate.md)."""
+    def median(xs, digits=None):
+        return None if not xs else (statistics.median(xs) if digits is None else round(statistics.median(xs), digits))
+
+    return {"launch_us": statistics.median(ours.launch_us), "launch_us_rounds": [round(x, 2) for x in ours.launch_us],
+            "share": share, "other_cores": others.cores, "on_cpu": median(ours.on_cpu, 3),
+            "throttled_ms": others.throttled_ms, "own_threads": median(ours.own_threads, 2),
+            "gc_ms": median(ours.gc_ms, 2), "gc_full": median(ours.gc_full)}
+
+
+def kernels_of(runner: Runner, device, e2e_ms: float, tpot_ms: dict | None) -> tuple[dict, float | None, dict | None]:
+    """A runner's kernel and launch counters (per decode step where it decodes, else per run),
+    its host-bound share (the GPU's idle fraction of the step's or the run's median wall time),
+    and its kernels by name on the same footing, which say what changed when a count does."""
+    if runner.decode_steps > 0:
+        kernels = mc.per_step(runner.count_steps, device)
+        if not kernels:
+            return {}, None, None
+        gpu_ms, wall_ms = kernels.pop("gpu_ms_per_step"), (tpot_ms or {}).get("median")
+        names = kernels.pop("names", None)
+        counters = {k: round(v, 2) for k, v in kernels.items()}
+    else:   # one forward, no steps: kernels and launches of a whole run
+        kernels = mc.count_kernels(lambda: (runner.prepare(), runner.run(None)), device)
+        if not kernels:
+            return {}, None, None
+        gpu_ms, wall_ms = kernels.pop("gpu_ms"), e2e_ms
+        names = kernels.pop("names", None)
+        counters = {f"{k}_per_run": v for k, v in kernels.items()}
+    names = {k: round(v, 2) for k, v in sorted(names.items()) if v} if names else None
+    return counters, (mc.host_share(gpu_ms, wall_ms) if wall_ms else None), names
+
+
+def _agreement(eager: Variant, ours: Variant) -> float | None:
+    """Fraction of generated tokens the lever shares with eager (informational: bf16 paths may
+    legitimately diverge; exactness is asserted in tests/ on fp32 models)."""
+    a, b = eager.output, ours.output
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    return float((a == b).float().mean())
