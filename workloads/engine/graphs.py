@@ -10,11 +10,11 @@ import torch
 
 # Inductor's pad_mm pass decides whether to pad a GEMM by timing both forms while it compiles,
 # and keeps the answer in its on-disk cache. A decode step's GEMMs have M = the rows decoded
-# (5 for Seamless's beams at batch 1, 3 for Chameleon's guided batch) and are memory-bound, so
-# the two timings are close and the answer is the process's, not the code's: with it on,
-# Seamless's step compiled to 591, 663 or 711 kernels and Chameleon's T-I step to 697 or 761
-# (H200, torch 2.11) in processes of the same code. A kernel-count gate needs the count to be
-# the code's, so decode steps compile without it.
+# (a few beams or guided rows) and are memory-bound, so the two timings are close and the answer
+# is the process's, not the code's: with it on, the same code compiled to different kernel
+# counts in different processes (docs/measured.md, "Seamless T-T and T-S re-measured at
+# ef012bf, ..." and "Chameleon T-I gated at 7b822b1: ..."). A kernel-count gate needs the count
+# to be the code's, so decode steps compile without it.
 def decode_step_options(inductor_options: dict) -> dict:
     """Inductor options for a compiled decode step: the caller's, over shape padding off."""
     return {"shape_padding": False, **inductor_options}

@@ -171,8 +171,9 @@ def text_to_units(model, sequences: torch.Tensor, enc: torch.Tensor, enc_mask: t
     ids = torch.masked_fill(ids, ids == gc.eos_token_id, pad)
     with span("t2u.subwords"):
         # The library's helpers walk the tokens one by one; on a GPU tensor every step is a sync
-        # or a one-element copy (0.7-1.7 s a call at batch 72-88 on an H200, docs/measured.md),
-        # on a host copy a list lookup. Same helpers, same tables: one copy each way instead.
+        # or a one-element copy (seconds a call at max batch: docs/measured.md, "The Seamless
+        # batch-1 gate at a30f994, ..."), on a host copy a list lookup. Same helpers, same
+        # tables: one copy each way instead.
         host = ids.cpu()
         subwords = model._indices_to_subwords(host)
         chars_per_id = model._count_character_length_in_subword(host, subwords, pad_token_id=pad)

@@ -100,8 +100,8 @@ class Vocoder:
 
     def _cudnn_plans(self):
         """cuDNN's benchmark mode around the 2-D stack's calls: the plan for each convolution
-        shape is then the fastest cuDNN timed, not its heuristic's pick (a probe of S-S's
-        vocoder on an H200: 5.0 -> 4.0 ms a graphed call, docs/measured.md). PyTorch caches a
+        shape is then the fastest cuDNN timed, not its heuristic's pick (docs/measured.md,
+        "SeamlessM4T v2's vocoder alone: ..."). PyTorch caches a
         shape's plan under a key without this flag but with the memory format, so the
         channels-last shapes, which only this stack runs, get timed plans, and the 1-D stacks
         timed beside it (eager's too) keep their heuristic ones."""
