@@ -113,7 +113,6 @@ def pytest_configure(config):
         "device": device,
         "scale": resolve_scale(config.getoption("--scale"), device),
         "session": Session(device, checkpoints=_checkpoints(config), latency_only=config.getoption("--latency-only")),
-        "notes": [],
     }
 
 
@@ -175,14 +174,13 @@ def pytest_collection_finish(session):
     st = getattr(config, "_mmgen", None)
     if st is None or hasattr(config, "workerinput"):
         return
-    cases = [_case_of(i) for i in session.items if _case_of(i) is not None]
+    items = [(i, _case_of(i)) for i in session.items if _case_of(i) is not None]
     if config.getoption("--estimate"):   # after -k and -m have selected
-        _estimate(config, session.items, cases)
+        _estimate(config, session.items, [c for _, c in items])
         return
-    selected = [_case_of(i) for i in session.items if _case_of(i) is not None and not i.get_closest_marker("skip")]
+    selected = [c for i, c in items if not i.get_closest_marker("skip")]
     _check_baselines(config, selected)
-    st["notes"] += _checkpoint_use(config, selected)
-    for line in st["notes"]:
+    for line in _checkpoint_use(config, selected):   # before minutes of running, not after
         config.pluginmanager.get_plugin("terminalreporter").write_line(line)
     st["session"].plan(selected)
 
@@ -302,8 +300,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     from workloads.report import sections
 
-    for line in st.get("notes", []):
-        terminalreporter.write_line(line)
     for title, text in sections(_ROWS):
         # Each workload's group opens with its cases table.
         terminalreporter.write_sep("=" if title.endswith(": cases") else "-",

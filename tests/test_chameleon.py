@@ -146,11 +146,12 @@ def test_text_to_image_gives_an_image(tiny, device):
     for plan in (Plan(), plan_for("compile", Context(device, WL.supports_for("T-I")))[0]):
         _, runner = _run(WL, tiny, b, plan)
         R = tiny.config.vq_config.resolution
-        assert runner.image.shape == (2, 3, R, R)
-        assert torch.isfinite(runner.image).all()
+        image = runner.outputs()["image"]
+        assert image.shape == (2, 3, R, R)
+        assert torch.isfinite(image).all()
         # A shortened run (the harness counts kernels per step with one) decodes no partial image.
         runner.prepare()
-        assert runner.run(None, 4).shape == (2, 4) and runner.image is None
+        assert runner.run(None, 4).shape == (2, 4) and runner.outputs()["image"] is None
 
 
 def test_detokenizer_mirrors_the_published_tokenizer():

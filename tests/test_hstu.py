@@ -100,7 +100,7 @@ def test_bucketed_static_inputs_compute_what_the_batch_does(tiny):
     runner = HSTURunner(tiny, b, attn_implementation=impl, static=static)
     runner.prepare()
     top = runner.run()
-    torch.testing.assert_close(runner.logits, ref.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(runner.outputs()["logits"], ref.outputs()["logits"], atol=1e-5, rtol=1e-4)
     assert torch.equal(top, top_ref)
 
 
@@ -122,7 +122,7 @@ def test_compiled_forward_is_one_graph_and_matches_eager(tiny):
         runner.prepare()
         top = runner.run()
     assert (d.graphs, d.graph_breaks) == (1, 0)
-    torch.testing.assert_close(runner.logits, ref.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(runner.outputs()["logits"], ref.outputs()["logits"], atol=1e-5, rtol=1e-4)
     assert torch.equal(top, top_ref)
 
 
@@ -155,7 +155,7 @@ def test_compiled_fused_forward_matches_eager_and_does_no_fp64(device):
     signatures = [line for line in "\n".join(code).splitlines() if "'signature'" in line and "'Q':" in line]
     assert signatures, "the fused kernel is not in the compiled graph's code"
     assert not any("fp64" in line for line in signatures), signatures[0]
-    torch.testing.assert_close(runner.logits, ref.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(runner.outputs()["logits"], ref.outputs()["logits"], atol=1e-5, rtol=1e-4)
     assert torch.equal(top, top_ref)
 
 

@@ -30,7 +30,7 @@ def _run(model, batch, plan, device):
         step()
     runner.prepare()
     tokens = runner.run(None)
-    return tokens, runner.last_logits()
+    return tokens, runner.outputs().get("logits")
 
 
 def _check(lever, model, device, lengths, seed):

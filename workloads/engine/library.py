@@ -74,9 +74,6 @@ class LibraryGenerate(LibraryRunner):
             out = out.sequences
         return out[:, self.batch.padded_length:]
 
-    def last_logits(self) -> torch.Tensor:
-        """(batch, steps, vocab) logits of the last run, when kept."""
-        return self.logits
-
     def outputs(self) -> dict:
+        """(batch, steps, vocab) logits of the last run, where kept."""
         return {} if self.logits is None else {"logits": self.logits}

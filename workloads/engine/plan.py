@@ -54,10 +54,6 @@ class Plan:
     def inductor_options(self) -> dict:
         return _thawed(self.compile_options) or {}
 
-    @property
-    def is_reference(self) -> bool:
-        return not self.levers[1:]
-
     def key(self, *names: str) -> tuple:
         """The named fields and extras, as a hashable key: what an object built from this plan
         depends on. Rungs whose plans agree on them share the object (a compiled decoder serves

@@ -206,10 +206,6 @@ class StaticRunner(RunnerBase):
         self.steps = new_tokens or self.decoder.batch.new_tokens
         return self.decoder.run(stopwatch, new_tokens, use_graph=self.use_graph)
 
-    def last_logits(self) -> torch.Tensor | None:
-        """(batch, steps, vocab) logits of the last run, when the decoder keeps them."""
-        return None if self.decoder.logits is None else self.decoder.logits[:, : self.steps]
-
     def outputs(self) -> dict:
-        logits = self.last_logits()
-        return {} if logits is None else {"logits": logits}
+        """(batch, steps, vocab) logits of the last run, where the decoder keeps them."""
+        return {} if self.decoder.logits is None else {"logits": self.decoder.logits[:, : self.steps]}

@@ -114,7 +114,6 @@ class LibraryTranslate(_SpeechOut, LibraryRunner):
     def __init__(self, model, batch, attn_implementation: str, *, beams: int, tgt_lang: str):
         super().__init__(model, batch, attn_implementation)
         self.beams, self.tgt_lang = beams, tgt_lang
-        self.waveform = self.waveform_lengths = None
 
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None) -> torch.Tensor:
@@ -200,7 +199,6 @@ class TranslateRunner(_SpeechOut, RunnerBase):
         self.attn_implementation = attn_implementation
         self.tgt_lang = tgt_lang
         self.langs = _lang_ids(model, tgt_lang)
-        self.waveform = self.waveform_lengths = None
         self.units = None
 
     @property

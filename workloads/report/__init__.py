@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..gate.notes import timed_choices
-from ..case import Case
+from ..case import REFERENCE, Case
 
 # A terminal's width: the tables a run prints split their columns to fit it.
 WIDTH = 120
@@ -119,7 +119,7 @@ def ladder(rows: list[dict], markdown: bool = False, width: int | None = None, s
         inputs.setdefault(r["input"], {})[r["lever"]] = r
     names = [k for k in ("model", "task", "scale", "batch") if k not in shared]
     head = [*("bs" if k == "batch" else k for k in names),
-            *(f"{lv} ms" + ("" if lv == "eager" else " (x)") for lv in levers)]
+            *(f"{lv} ms" + ("" if lv == REFERENCE else " (x)") for lv in levers)]
     body = []
     for by_lever in inputs.values():
         cells = []

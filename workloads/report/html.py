@@ -9,6 +9,7 @@ import html
 import io
 import math
 
+from ..case import REFERENCE
 from . import groups, module_columns
 
 _OK, _FAIL, _EAGER = "#4878a8", "#c0392b", "#7f7f7f"
@@ -66,7 +67,7 @@ def _ladder_axis(ax, name: str, rows: list[dict], y: list[int]) -> None:
     speedup over eager and its 95% interval, red where its gate failed."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    colors = [_FAIL if r["gate"] == "FAIL" else (_EAGER if r["lever"] == "eager" else _OK) for r in rows]
+    colors = [_FAIL if r["gate"] == "FAIL" else (_EAGER if r["lever"] == REFERENCE else _OK) for r in rows]
     ax.barh(y, [r["e2e"] for r in rows], color=colors)
     ax.set_xscale("log")
     ax.set_yticks(y, [r["lever"] for r in rows])

@@ -167,7 +167,7 @@ def _set_up(group: list[Case], plans: dict, loop: Loop, results: dict) -> list[R
             plan, why = plans[c.id]
             if plan is None:
                 raise NotApplicable(why)
-            if plan.is_reference:
+            if c.is_reference:
                 rungs.append(Rung(c, plan, loop.ref, _setup(loop.ref, device)))
                 continue
             runner = loop.workload.runner(loop.model, loop.batch, plan, loop.session.decoders)
