@@ -207,7 +207,7 @@ def test_fold_pools_a_gate_runs_case_log_once(tmp_path):
     path = bl.path_for(tmp_path, "cpu", "tiny")
     first = run_of((5.0, 5.2), "d0")
     bl.record(path, scale="tiny", result=first)
-    log = _log(tmp_path, "gate.jsonl", first, run_of((9.0, 9.4), "d1"), gate="FAIL")
+    log = _log(tmp_path, "gate.jsonl", first, run_of((9.0, 9.4), "d1"))
     lines = bl.fold(tmp_path, [log])
     assert lines[0].endswith("already pooled (d0)") and "2 runs" in lines[1]
     assert bl.fold(tmp_path, [log])[1].endswith("already pooled (d1)")
@@ -296,3 +296,44 @@ def test_every_committed_baseline_file_reads():
     for f in files:
         data = bl.load(f, device_class=f.parent.name, scale=f.stem)
         assert data["cases"], f"{f} holds no cases"
+
+
+def test_fold_never_pools_a_run_that_failed_its_gate(tmp_path):
+    """Folding one failing 1.25x run into an entry widened its threshold until the same
+    regression passed: a run whose gate said FAIL is skipped, and said so."""
+    path = bl.path_for(tmp_path, "cpu", "tiny")
+    bl.record(path, scale="tiny", result=run_of((5.0, 5.2), "d0"))
+    (line,) = bl.fold(tmp_path, [_log(tmp_path, "gate.jsonl", run_of((6.3, 6.5), "d1"), gate="FAIL")])
+    assert line.startswith("m/T-T/compile/tiny/bs1: skipped, it failed its gate (")
+    assert bl.load(path)["cases"]["m/T-T/compile/tiny/bs1"]["latency_ms"]["samples"] == [5.0, 5.2]
+
+
+def test_update_baselines_does_not_pool_a_run_that_fails_against_its_own_codes_entry(tmp_path):
+    """--update-baselines on the code that measured an entry pools the run only where it passes
+    the gate against it; other code replaces the entry (a new measurement of new code)."""
+    path = bl.path_for(tmp_path, "nvidia-h200", "tiny")
+
+    def gpu_run(samples, date, source="f00d", kernels=100.0):
+        r = run_of(samples, date, source=source, kernels_per_step=kernels)
+        return r | {"device_class": "nvidia-h200", "scale": "tiny",
+                    "provenance": r["provenance"] | {"device_class": "nvidia-h200"}}
+
+    bl.record(path, scale="tiny", result=gpu_run((5.0, 5.1, 5.0, 5.05), "d0"))
+    v = bl.judge(gpu_run((5.0, 5.1, 5.0, 5.05), "d1", kernels=120.0), root=tmp_path, update_baselines=True,
+                 requirements=[])
+    assert v.gate == "FAIL" and "not pooled into its entry" in v.failures[-1]
+    assert "counter kernels_per_step changed" in v.failures[0]
+    assert len(bl.load(path)["cases"]["m/T-T/compile/tiny/bs1"]["runs"]) == 1
+    assert bl.judge(gpu_run((5.0, 5.1, 5.0, 5.05), "d2"), root=tmp_path, update_baselines=True,
+                    requirements=[]).gate == "updated"
+    assert len(bl.load(path)["cases"]["m/T-T/compile/tiny/bs1"]["runs"]) == 2
+    v = bl.judge(gpu_run((5.0, 5.1), "d3", source="beef", kernels=120.0), root=tmp_path, update_baselines=True,
+                 requirements=[])
+    assert v.gate == "updated" and bl.load(path)["cases"]["m/T-T/compile/tiny/bs1"]["counters"]["kernels_per_step"] == 120.0
+
+
+def test_same_code_includes_the_libraries_and_the_driver():
+    a = {"provenance": {**CODE, "source": "f00d", "transformers": "5.17.0", "triton": "3.6.0", "driver": "580.1"}}
+    assert bl.same_code(a, a)
+    for key, other in (("transformers", "5.18.0"), ("triton", "3.7.0"), ("driver", "590.2")):
+        assert not bl.same_code(a, {"provenance": a["provenance"] | {key: other}}), key

@@ -14,23 +14,29 @@ from .targets import timed_alone
 
 def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
     """Pool the runs that case logs hold into the baselines they were gated against: only runs of
-    the code that measured the entry (others are skipped, and said so), once each. A case with no
+    the code that measured the entry that passed their gate (others are skipped, and said so),
+    once each. A case with no
     entry, or whose counters differ from its entry's at the same code, is an error that names it;
     nothing is written then. The eager rounds a lever was timed beside pool into the eager case's
     entry too (`_fold_eager_beside`). Returns one line per run."""
     try:
-        results = [(where, rec["result"]) for where, rec in caselog.read(logs)]
+        records = caselog.read(logs)
     except caselog.CaseLogError as e:
         raise BaselineError(str(e)) from None
     plan, skipped = [], []
-    for where, result in results:
-        why = _why_not_pooled(root, where, result)
+    for where, rec in records:
+        result = rec["result"]
+        # A run that failed its gate is never pooled: folded in, a regression would become the
+        # figure the next run is held to, and the same regression would pass.
+        why = (f"{result.get('case')}: skipped, it failed its gate ({where})" if rec.get("gate") == "FAIL"
+               else _why_not_pooled(root, where, result))
         if why:
             skipped.append(why)
         else:
             plan.append(result)
     done = [_pool(root, result) for result in plan]
-    return done + _fold_eager_beside(root, [r for _, r in results]) + skipped
+    passed = [rec["result"] for _, rec in records if rec.get("gate") != "FAIL"]
+    return done + _fold_eager_beside(root, passed) + skipped
 
 
 def _why_not_pooled(root, where: str, result: Mapping) -> str:

@@ -15,8 +15,12 @@ SPEEDUP_MARGIN = 0.25
 # An entry pools the rounds of its last runs of the same code, so its spread, and the threshold
 # drawn from it, is how far the case moves between runs and not only within one.
 MAX_RUNS = 5
-# What names the code and stack that measured a figure: runs agreeing on all of them pool.
-CODE = ("source", "torch", "cuda", "device_class")
+# What names the code and stack that measured a figure: runs agreeing on all of them pool. The
+# libraries that generate or pick kernels, and the driver, are part of the code that ran.
+CODE = ("source", "torch", "cuda", "device_class", "transformers", "triton", "driver")
+# Of CODE, what every provenance names (the rest is absent where it does not apply: no driver on
+# the CPU).
+_REQUIRED = ("source", "torch", "device_class")
 # Counters recorded and reported but not held to their entry, nor telling runs apart: cuBLAS
 # picks among its GEMV and split-K variants at run time for the same GEMMs of the same compiled
 # step (docs/gate.md, "Counters").
@@ -44,7 +48,8 @@ def entry_from_result(result: Mapping, *, previous: Mapping | None = None, speed
         "counters": dict(result.get("counters") or {}),
         "provenance": dict(prov),
         "runs": [{"rounds": len(lat["samples"]), "median": lat["median"], "min_speedup": min_sp,
-                  "commit": prov.get("commit"), "date": prov.get("date")}],
+                  "gpu_ms": (result.get("gpu_ms") or {}).get("run"), "commit": prov.get("commit"),
+                  "date": prov.get("date")}],
     }
     entry |= {k: result[k] for k in _AS_MEASURED if result.get(k) is not None}
     if (previous is None or not same_code(previous, entry)
@@ -82,7 +87,7 @@ def with_rounds(entry: Mapping, rounds: list[float], provenance: Mapping) -> dic
 def same_code(entry: Mapping, other: Mapping) -> bool:
     """Whether two entries (or an entry and a result) were measured by the same code and stack."""
     a, b = entry.get("provenance") or {}, other.get("provenance") or {}
-    return all(a.get(k) is not None and a.get(k) == b.get(k) for k in CODE)
+    return all(a.get(k) is not None for k in _REQUIRED) and all(a.get(k) == b.get(k) for k in CODE)
 
 
 def runs_of(entry: Mapping) -> list[dict]:

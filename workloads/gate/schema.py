@@ -44,7 +44,7 @@ def _host_ok(host) -> bool:
     if not isinstance(host, dict):
         return False
     lu = host.get("launch_us")
-    fractions = (host.get("share"), host.get("reference_share"), host.get("on_cpu"))
+    fractions = (host.get("share"), host.get("reference_share"), host.get("run_share"), host.get("on_cpu"))
     counts = (host.get(k) for k in ("other_cores", "own_threads", "throttled_ms", "gc_ms", "gc_full"))
     rounds = host.get("launch_us_rounds")
     return ((lu is None or (_num(lu) and lu > 0))
@@ -82,9 +82,14 @@ def validate(data, path: Path, *, device_class: str | None = None, scale: str | 
             raise BaselineError(f"{where}.counters: expected an object of numbers, got {counters!r}")
         host = entry.get("host")
         if host is not None and not _host_ok(host):
-            raise BaselineError(f"{where}.host: expected {{launch_us: positive number, launch_us_rounds: list of them, share, reference_share and on_cpu: 0..1, "
+            raise BaselineError(f"{where}.host: expected {{launch_us: positive number, launch_us_rounds: list of them, share, reference_share, run_share and on_cpu: 0..1, "
                                 f"other_cores, own_threads, throttled_ms, gc_ms and gc_full: >= 0}}, "
                                f"got {host!r}")
+        gpu = entry.get("gpu_ms")
+        if gpu is not None and not (isinstance(gpu, dict) and _num(gpu.get("run")) and gpu["run"] > 0 and all(
+                gpu.get(k) is None or _num(gpu[k]) for k in ("per_step", "once"))):
+            raise BaselineError(f"{where}.gpu_ms: expected {{run: positive ms, per_step and once: ms or null}}, "
+                                f"got {gpu!r}")
         runs = entry.get("runs")
         if runs is not None:
             if not (isinstance(runs, list) and runs and all(

@@ -147,6 +147,8 @@ def per_step(run_with_steps: Callable[[int], object], device, steps: tuple[int, 
     if a is None or b is None:
         return None
     out = {f"{k}_per_step": (b[k] - a[k]) / (hi - lo) for k in a if k != "names"}
+    # What runs once a run (encoders, prefill, a vocoder): the shorter run less its steps.
+    out["gpu_ms_once"] = a["gpu_ms"] - lo * out["gpu_ms_per_step"]
     if "names" in a and "names" in b:
         out["names"] = names_per_step(a["names"], b["names"], hi - lo)
     return out

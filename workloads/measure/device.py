@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import datetime as _dt
 import hashlib
+import importlib.metadata
 import os
 import platform
 import re
@@ -165,6 +166,7 @@ def provenance(device: torch.device | str, exclude: frozenset[str] = frozenset()
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cuda": torch.version.cuda,
+        "triton": _version("triton"),
         "python": platform.python_version(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device_class": device_class(device),
@@ -177,6 +179,13 @@ def provenance(device: torch.device | str, exclude: frozenset[str] = frozenset()
     # "Measured on an H200: HSTU").
     prov["cpu"] = cpu_model()
     return prov
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def cpu_model() -> str:

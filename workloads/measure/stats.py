@@ -73,25 +73,3 @@ def ratio_of_medians(numerator, denominator, *, paired: bool, seed: int = 0) -> 
         return Estimate(point, point, point)
     lo, hi = _ci((a, b), stat, paired=paired, seed=seed)
     return Estimate(point, min(lo, point), max(hi, point))
-
-
-def relative_spread(samples) -> float:
-    """Robust coefficient of variation: 1.4826 * MAD / median (equals sigma / mean for normal data)."""
-    x = np.asarray(samples, dtype=float)
-    med = float(np.median(x))
-    return 0.0 if med == 0 else float(1.4826 * np.median(np.abs(x - med)) / med)
-
-
-def slow_mode(samples, above: float, min_share: float = 0.2, min_count: int = 3) -> tuple[int, float] | None:
-    """A recurring slow mode: the samples more than `above` (a fraction) over the median, where
-    they are at least `min_share` of all and `min_count` in number (not a stray round). Returns
-    their count and median, or None. The MAD-based spread ignores such a minority, however far
-    it sits: a host-bound case whose rounds run in a fast and a slow mode (docs/measured.md, "The
-    whole HSTU gate in one process at 64ad460", 4K fused at batch 1) has the spread of
-    its faster mode alone."""
-    x = np.asarray(samples, dtype=float)
-    med = float(np.median(x))
-    slow = x[x > med * (1 + above)]
-    if slow.size < max(min_count, min_share * x.size):
-        return None
-    return int(slow.size), float(np.median(slow))

@@ -38,6 +38,8 @@ def row(result: dict, gate: str) -> dict:
         "modules": modules.get("lever", modules.get("eager")),
         "counters": result.get("counters") or {},
         "host_share": host.get("share"),
+        "run_share": host.get("run_share"),
+        "gpu_ms": (result.get("gpu_ms") or {}).get("run"),
         "on_cpu": host.get("on_cpu"),
         "gc_ms": host.get("gc_ms"),
         "launch_us": host.get("launch_us"),
@@ -137,15 +139,16 @@ def ladder(rows: list[dict], markdown: bool = False, width: int | None = None, s
 
 
 def table(rows: list[dict], markdown: bool = False, width: int | None = None, shared: frozenset = frozenset()) -> str:
-    """One line per case: latency, time to first token, time per output token, speedup over
-    eager with its 95% interval, roofline fraction, compile time, peak memory, gate verdict."""
-    head = ["case", "n", "e2e ms", "TTFT ms", "TPOT ms", "speedup [95% CI]", "roofline", "compile s", "peak MiB",
-            "gate"]
+    """One line per case: latency, GPU time of a run, time to first token, time per output token,
+    speedup over eager with its 95% interval, roofline fraction, compile time, peak memory, gate
+    verdict."""
+    head = ["case", "n", "e2e ms", "GPU ms", "TTFT ms", "TPOT ms", "speedup [95% CI]", "roofline", "compile s",
+            "peak MiB", "gate"]
     body = []
     for r in rows:
         sp = r.get("speedup")
         body.append([
-            _label(r, shared), str(r["rounds"]), _f(r["e2e"]), _f(r["ttft"]), _f(r["tpot"], "{:.3f}"),
+            _label(r, shared), str(r["rounds"]), _f(r["e2e"]), _f(r.get("gpu_ms")), _f(r["ttft"]), _f(r["tpot"], "{:.3f}"),
             "-" if sp is None else f"{sp[0]:.2f}x [{sp[1]:.2f}, {sp[2]:.2f}]",
             _f(r.get("roofline"), "{:.0%}"), _f(r.get("compile_s"), "{:.1f}"), _f(r.get("peak_mb"), "{:.0f}"),
             r["gate"],
@@ -195,19 +198,20 @@ def counters_table(rows: list[dict], markdown: bool = False, width: int | None =
     """What the host and the compiler did: kernels and host launches (per decode step, or per
     run), compiled graphs, graph breaks, where a compiled graph came from (inductor's FX-graph
     cache or a fresh compile) and how many GEMM padding choices its compile timed, recompiles in
-    the timed rounds, the share of the wall time the GPU sat idle (host-bound), the share the
+    the timed rounds, the share of the wall time the GPU sat idle (host-bound: of a decode step, or
+    of a run; over a whole run, prefill and encoders included: run host-bound), the share the
     timing thread was on a CPU and the ms of a median round Python's garbage collector took
     (where measured), and each module group's speedup over eager in the breakdown rounds.
     Columns are the counters and groups the rows have."""
     groups = list(dict.fromkeys(g for r in rows for g in r.get("module_speedup", {})))
-    head = ["case", *(h for _, h in _COUNTS), "FX cache", "pad_mm timed", "host-bound", "on CPU", "GC ms",
-            *(f"{g} x" for g in groups)]
+    head = ["case", *(h for _, h in _COUNTS), "FX cache", "pad_mm timed", "host-bound", "run host-bound", "on CPU",
+            "GC ms", *(f"{g} x" for g in groups)]
     body = []
     for r in rows:
         c, ms = r.get("counters", {}), r.get("module_speedup", {})
         body.append([_label(r, shared), *(_f(c.get(k), "{:g}") for k, _ in _COUNTS), r.get("fx_cache") or "-",
                      _f(r.get("pad_mm_timed"), "{:g}"), _f(r.get("host_share"), "{:.0%}"),
-                     _f(r.get("on_cpu"), "{:.0%}"), _f(r.get("gc_ms"), "{:.1f}"),
+                     _f(r.get("run_share"), "{:.0%}"), _f(r.get("on_cpu"), "{:.0%}"), _f(r.get("gc_ms"), "{:.1f}"),
                      *(_f(ms.get(g), "{:.1f}") for g in groups)])
     return fit(head, body, markdown, width)
 

@@ -135,20 +135,22 @@ def _counters_and_host(rung: Rung, loop: Loop, done: Result) -> dict:
         # Beside the counters, not among them: whether the compile came from a cache is the
         # process's history, and it is what to compare first where a kernel count moved.
         out["compiler"] = rung.setup.get("compiler")
-    kernels, share, names = kernels_of(rung.runner, device, done["latency_ms"]["median"], done["tpot_ms"])
-    out["counters"] = counters | kernels
-    if names:
-        out["kernel_names"] = names
-    out["host"] = _host(ours, loop.others, share)
+    seen = kernels_of(rung.runner, device, done["latency_ms"]["median"], done["tpot_ms"])
+    out["counters"] = counters | seen.counters
+    if seen.names:
+        out["kernel_names"] = seen.names
+    if seen.gpu_ms:
+        out["gpu_ms"] = seen.gpu_ms
+    out["host"] = _host(ours, loop.others, seen.share) | {"run_share": seen.run_share}
     if rung.variant is None:
-        loop.reference.share = share
-    elif share is not None and loop.eager is not None:
+        loop.reference.share = seen.share
+    elif seen.share is not None and loop.eager is not None:
         # The reference's own host-bound share sets how far a faster host lowers the speedup
         # (docs/gate.md); measured once per reference and session.
         if loop.reference.share is None:
             ref_tpot = tpot(loop.eager, loop.ref.decode_steps)
             loop.reference.share = kernels_of(loop.ref, device, done["reference_latency_ms"]["median"],
-                                              None if ref_tpot is None else summary(ref_tpot, 2))[1]
+                                              None if ref_tpot is None else summary(ref_tpot, 2)).share
         out["host"]["reference_share"] = loop.reference.share
     return out
 
@@ -165,26 +167,43 @@ def _host(ours: Variant, others, share: float | None) -> dict:
             "gc_ms": median(ours.gc_ms, 2), "gc_full": median(ours.gc_full)}
 
 
-def kernels_of(runner: Runner, device, e2e_ms: float, tpot_ms: dict | None) -> tuple[dict, float | None, dict | None]:
+@dataclass
+class Kernels:
+    """What the profiler saw of a runner: counters, kernels by name, GPU time and shares."""
+
+    counters: dict
+    names: dict | None = None
+    gpu_ms: dict | None = None       # summed kernel durations: per step, once a run, a whole run
+    share: float | None = None       # the GPU's idle fraction of a decode step (or of a run)
+    run_share: float | None = None   # the same over the whole run, prefill and encoders included
+
+
+def kernels_of(runner: Runner, device, e2e_ms: float, tpot_ms: dict | None) -> Kernels:
     """A runner's kernel and launch counters (per decode step where it decodes, else per run),
-    its host-bound share (the GPU's idle fraction of the step's or the run's median wall time),
-    and its kernels by name on the same footing, which say what changed when a count does."""
+    its kernels by name on the same footing (they say what changed when a count does), its GPU
+    time, and its host-bound shares. A decoding runner's whole-run GPU time is what runs once
+    plus its steps' (docs/gate.md, "GPU time"): its prefill can be host-bound where its steps
+    are not."""
     if runner.decode_steps > 0:
         kernels = mc.per_step(runner.count_steps, device)
         if not kernels:
-            return {}, None, None
-        gpu_ms, wall_ms = kernels.pop("gpu_ms_per_step"), (tpot_ms or {}).get("median")
+            return Kernels({})
+        step, once = kernels.pop("gpu_ms_per_step"), kernels.pop("gpu_ms_once")
+        gpu = {"per_step": round(step, 4), "once": round(once, 4), "run": round(once + step * runner.decode_steps, 4)}
+        wall_ms = (tpot_ms or {}).get("median")
+        share = mc.host_share(step, wall_ms) if wall_ms else None
         names = kernels.pop("names", None)
         counters = {k: round(v, 2) for k, v in kernels.items()}
     else:   # one forward, no steps: kernels and launches of a whole run
         kernels = mc.count_kernels(lambda: (runner.prepare(), runner.run(None)), device)
         if not kernels:
-            return {}, None, None
-        gpu_ms, wall_ms = kernels.pop("gpu_ms"), e2e_ms
+            return Kernels({})
+        gpu = {"run": round(kernels.pop("gpu_ms"), 4)}
+        share = mc.host_share(gpu["run"], e2e_ms)
         names = kernels.pop("names", None)
         counters = {f"{k}_per_run": v for k, v in kernels.items()}
     names = {k: round(v, 2) for k, v in sorted(names.items()) if v} if names else None
-    return counters, (mc.host_share(gpu_ms, wall_ms) if wall_ms else None), names
+    return Kernels(counters, names, gpu, share, mc.host_share(gpu["run"], e2e_ms))
 
 
 def _agreement(eager: Variant, ours: Variant) -> float | None:
