@@ -64,7 +64,8 @@ def base_from_dir(directory: Path) -> Side:
     root = directory.resolve()
     if not (root / "workloads").is_dir():
         raise UsageError(f"--base-dir {directory}: not a checkout of this suite (no workloads/ there)")
-    return Side("base", root, commit_of(root), str(directory))
+    # A checkout shipped without its history (or with a stale one) is named by MMGEN_BASE_COMMIT.
+    return Side("base", root, os.environ.get("MMGEN_BASE_COMMIT") or commit_of(root), str(directory))
 
 
 def resolve(repo: Path, ref: str) -> str:
@@ -109,7 +110,9 @@ def side_env(side: Side, workdir: Path | None, environ: Mapping[str, str] | None
     env["PYTHONPATH"] = os.pathsep.join([str(side.root), *filter(None, [env.get("PYTHONPATH")])])
     if workdir is not None:
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(workdir / "inductor-cache"))
-    if side.commit:
+    if side.name == "head" and env.get("MMGEN_COMMIT"):
+        pass   # the caller named the head's code: a tree shipped with a stale .git would name it wrong
+    elif side.commit:
         env["MMGEN_COMMIT"] = side.commit
     elif side.name == "base":
         env.pop("MMGEN_COMMIT", None)
