@@ -208,6 +208,20 @@ def test_the_command_writes_its_table_json_and_markdown(tmp_path, monkeypatch, c
     assert cli.main(argv) == 2 and "no case ran on either side" in capsys.readouterr().err
 
 
+def test_an_interrupted_comparison_judges_what_finished_and_is_never_a_pass(tmp_path, monkeypatch, capsys):
+    """A job's time limit stopped a comparison in its last process: the five that finished are
+    judged, the table printed, and the exit status says it was not a pass."""
+    monkeypatch.chdir(ROOT)
+    five = _fake_runs(lambda side, i: [result(100.0 + i, gpu=50.0)])
+    monkeypatch.setattr(cli, "run_all", lambda *a, **k: five(*a, **k)[:5])
+    argv = ["--base-dir", str(ROOT), "--workdir", str(tmp_path), "--", "-k", CASE]
+    assert cli.main(argv) == 130
+    out = capsys.readouterr().out
+    assert "interrupted after 5 of 6 processes: judged on those alone" in out and f"{CASE}  " in out
+    monkeypatch.setattr(cli, "run_all", lambda *a, **k: five(*a, **k)[:1])
+    assert cli.main(argv) == 130 and "nothing judged" in capsys.readouterr().err
+
+
 def _clone_of_the_working_tree(dst: Path) -> None:
     """A clone whose HEAD is this working tree as it is, uncommitted edits and new files
     included: the comparison's base is then the code under test (in CI's fresh clone, HEAD)."""

@@ -110,6 +110,11 @@ def _base(args, head, workdir: Path):
 def _compare(args, base, head, tests: list[str], pytest_args: list[str], workdir: Path) -> int:
     print(f"base {base.label} at {base.root}; head {head.label} at {head.root}; logs in {workdir}", flush=True)
     procs = run_all({"base": base, "head": head}, tests, pytest_args, args.repeats, workdir)
+    sides_done = {p.side for p in procs}
+    if sides_done != {"base", "head"}:
+        print("interrupted before each side finished a process: nothing judged", file=sys.stderr)
+        return 130
+    interrupted = len(procs) < 2 * args.repeats
     (b_seen, b_notes), (h_seen, h_notes) = (collect([p for p in procs if p.side == s]) for s in ("base", "head"))
     for note in b_notes + h_notes:
         print(f"note: {note}")
@@ -119,7 +124,11 @@ def _compare(args, base, head, tests: list[str], pytest_args: list[str], workdir
         return 2
     judged = judge_all(b_seen, h_seen, [p for p in procs if p.side == "base"],
                        [p for p in procs if p.side == "head"], args.min_effect)
-    code = 1 if any(j.failed for j in judged) else 0
+    # An interrupted comparison judged on fewer processes is never a pass.
+    code = 1 if any(j.failed for j in judged) else 130 if interrupted else 0
+    if interrupted:
+        print(f"interrupted after {len(procs)} of {2 * args.repeats} processes: judged on those alone, with base's "
+              f"spread from {sum(p.side == 'base' for p in procs)} of its processes; not a pass")
     print(text(base, head, args.repeats, judged, procs))
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,9 @@ def processes(repeats: int, workdir: Path) -> list[Process]:
 
 def run_all(sides: dict[str, Side], tests: list[str], pytest_args: list[str], repeats: int, workdir: Path,
             say: Callable[..., None] = print) -> list[Process]:
-    """Every process in turn, one line each as it ends; its whole output goes to its log."""
+    """Every process in turn, one line each as it ends; its whole output goes to its log. On an
+    interruption (Ctrl-C, a job's time limit) the running process is killed and the finished
+    ones are returned: what they measured is still worth a look."""
     procs = processes(repeats, workdir)
     for p in procs:   # a case log is appended to: one left from an earlier comparison would join this one
         for f in (p.log, p.case_log, p.junit):
@@ -60,9 +62,13 @@ def run_all(sides: dict[str, Side], tests: list[str], pytest_args: list[str], re
         side = sides[p.side]
         say(f"{p.side} {p.index}/{repeats} ...", end=" ", flush=True)
         start = time.perf_counter()
-        with open(p.log, "w") as log:
-            done = subprocess.run(command(tests, pytest_args, p, workdir), cwd=side.root,
-                                  env=side_env(side, workdir), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            with open(p.log, "w") as log:
+                done = subprocess.run(command(tests, pytest_args, p, workdir), cwd=side.root,
+                                      env=side_env(side, workdir), stdout=log, stderr=subprocess.STDOUT)
+        except KeyboardInterrupt:   # subprocess.run has killed the child
+            say("interrupted", flush=True)
+            return [q for q in procs if q.exit_code is not None]
         p.seconds, p.exit_code = time.perf_counter() - start, done.returncode
         say(f"{p.seconds:.1f} s, pytest exit {p.exit_code} ({p.log.name})", flush=True)
     return procs
