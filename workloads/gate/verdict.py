@@ -146,7 +146,7 @@ def speedup_allowance(now: Mapping | None, then: Mapping | None) -> tuple[float,
     """The factor a change of host speed sets on the stored minimum speedup, and the words that say so.
 
     A speedup is the eager reference's time over the lever's, timed side by side, and each moves
-    with the host by its own host-bound share (the linear model of `host_allowance`): on a
+    with the host by its own host-bound share (a linear model of wall time in the host's speed): on a
     faster host a host-bound reference shrinks under a GPU-bound lever, with nothing of the
     lever changed (docs/gate.md, "Speedup"). A lever that itself got slower still fails the
     latency gate. The shares are this run's where measured, else the baseline's; a baseline
