@@ -58,7 +58,7 @@ def test_silent_when_head_equals_base():
     same = seen(*(result(100.0 + k, gpu=50.0 + k / 10) for k in (0, 1, -1)))
     j = verdict(same, same)
     assert j.verdict == "ok" and not j.failures and not j.notes
-    assert j.timings["wall"]["ratio"] == pytest.approx(1.0) and j.timings["gpu"]["ratio"] == pytest.approx(1.0)
+    assert j.timings["wall"]["median"] == pytest.approx(1.0) and j.timings["gpu"]["median"] == pytest.approx(1.0)
 
 
 def test_ten_percent_slower_wall_time_fails_on_a_gpu_and_is_named():
@@ -91,7 +91,7 @@ def test_the_interval_is_hierarchical_and_holds_the_ratio():
     base = [[100.0, 101.0, 99.0], [103.0, 104.0, 102.0], [98.0, 97.0, 99.0]]
     head = [[x * 1.2 for x in p] for p in base]
     r = ratio(base, head)
-    assert r.ratio == pytest.approx(1.2) and r.lo <= r.ratio <= r.hi
+    assert r.median == pytest.approx(1.2) and r.lo <= r.median <= r.hi
     assert ratio(base, head) == r     # seeded: the same answer every time
 
 
@@ -121,7 +121,7 @@ def test_cpu_timings_are_reported_never_judged():
     head = seen(*(result(150.0 + k, device=CPU) for k in (0, 1, -1)))
     j = verdict(base, head)
     assert j.verdict == "ok (counters)" and not j.failures
-    assert j.timings["wall"]["ratio"] == pytest.approx(1.5) and j.timings["wall"]["judged"] is False
+    assert j.timings["wall"]["median"] == pytest.approx(1.5) and j.timings["wall"]["judged"] is False
     faster = verdict(head, base)
     assert faster.verdict == "ok (counters)"
 

@@ -78,7 +78,8 @@ def test_a_lever_case_records_its_eager_references_host_share(monkeypatch):
 
     session = Session(CPU)
     assert case("eager", session) == ({"launch_us": ANY, "launch_us_rounds": ANY, "share": 1.0, "other_cores": ANY, "on_cpu": ANY,
-                                       "throttled_ms": ANY, "own_threads": ANY, "gc_ms": ANY, "gc_full": ANY}, 1)
+                                       "throttled_ms": ANY, "own_threads": ANY, "gc_ms": ANY, "gc_full": ANY,
+                                       "run_share": 1.0}, 1)
     host, n = case("memory_efficient", session)
     assert host["reference_share"] == 1.0 and n == 1            # the eager case's figure
     host, n = case("memory_efficient", Session(CPU))

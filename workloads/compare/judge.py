@@ -8,7 +8,8 @@ from ..gate.notes import kernel_name_changes
 from ..gate.pooling import gated_counters
 from .collect import Seen
 from .processes import Process
-from .stats import Ratio, center, min_effect, ratio
+from ..measure.stats import Estimate
+from .stats import center, min_effect, ratio
 
 MIN_EFFECT = 0.02
 
@@ -22,7 +23,7 @@ class Judged:
     device_class: str | None = None
     base: dict | None = None         # per side: processes, their medians and GPU times, counters
     head: dict | None = None
-    timings: dict = field(default_factory=dict)   # wall, gpu, gpu_per_step: ratio, ci, min effect
+    timings: dict = field(default_factory=dict)   # wall, gpu, gpu_per_step: head/base (median, ci), min effect
     counters: dict = field(default_factory=dict)  # changed and moving, by key
 
     @property
@@ -138,8 +139,8 @@ def _timings(j: Judged, base: Seen, head: Seen, floor: float) -> None:
         j.verdict = "faster"
 
 
-def _ratio(r: Ratio) -> str:
-    return f"{r.ratio:.3f} (95% CI {r.lo:.3f}-{r.hi:.3f})"
+def _ratio(r: Estimate) -> str:
+    return f"{r.median:.3f} (95% CI {r.lo:.3f}-{r.hi:.3f})"
 
 
 def _counters(j: Judged, base: Seen, head: Seen) -> None:

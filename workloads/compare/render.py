@@ -18,10 +18,10 @@ def _timing_cells(j: Judged) -> list[str]:
     if wall is None:
         return [(j.base or {}).get("status", "-"), (j.head or {}).get("status", "-"), "-", "-", "-"]
     lo, hi = wall["ci"]
-    shown = f"{wall['ratio']:.3f} ({lo:.3f}-{hi:.3f})" + ("" if wall["judged"] else " info")
+    shown = f"{wall['median']:.3f} ({lo:.3f}-{hi:.3f})" + ("" if wall["judged"] else " info")
     gpu_cell = "-"
     if gpu is not None:
-        gpu_cell = f"{gpu['base']:.3f} -> {gpu['head']:.3f} ({gpu['ratio'] - 1:+.1%}, min {gpu['min_effect']:.1%})"
+        gpu_cell = f"{gpu['base']:.3f} -> {gpu['head']:.3f} ({gpu['median'] - 1:+.1%}, min {gpu['min_effect']:.1%})"
         step = j.timings.get("gpu_per_step")
         if step is not None:
             gpu_cell += f"; per step {step['base']:.3f} -> {step['head']:.3f}"

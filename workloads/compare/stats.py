@@ -1,26 +1,12 @@
 """Head over base with an interval, and the smallest change worth calling one."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..measure.stats import CONFIDENCE
+from ..measure.stats import CONFIDENCE, Estimate
 
 RESAMPLES = 2000
 SEED = 0
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """head/base, with its interval."""
-
-    ratio: float
-    lo: float
-    hi: float
-
-    def as_dict(self) -> dict:
-        return {"ratio": self.ratio, "ci": [self.lo, self.hi]}
 
 
 def _medians(processes: list[list[float]]) -> list[float]:
@@ -47,7 +33,7 @@ def _draws(processes: list[list[float]], rng: np.random.Generator, resamples: in
     return np.median(med, axis=1)
 
 
-def ratio(base: list[list[float]], head: list[list[float]], *, resamples: int = RESAMPLES, seed: int = SEED) -> Ratio:
+def ratio(base: list[list[float]], head: list[list[float]], *, resamples: int = RESAMPLES, seed: int = SEED) -> Estimate:
     """head/base of `center`, with a percentile interval from a hierarchical bootstrap. Rounds
     of one process share its host state and its compile, so processes are the unit and rounds
     are drawn within them; scipy's bootstrap has no hierarchical resampling, hence this one.
@@ -56,7 +42,7 @@ def ratio(base: list[list[float]], head: list[list[float]], *, resamples: int = 
     draws = _draws(head, rng, resamples) / _draws(base, rng, resamples)
     tail = (1 - CONFIDENCE) / 2 * 100
     lo, hi = np.percentile(draws, [tail, 100 - tail])
-    return Ratio(center(head) / center(base), float(lo), float(hi))
+    return Estimate(center(head) / center(base), float(lo), float(hi))
 
 
 def min_effect(base: list[list[float]], floor: float) -> float:
