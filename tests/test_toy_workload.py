@@ -171,3 +171,13 @@ def test_a_toy_workload_runs_its_ladder_and_is_gated(toy, tmp_path):
         assert gate.judge(r, root=tmp_path, update_baselines=False, requirements=[]).gate == "pass (counters)"
     entry = gate.load(tmp_path / "cpu" / "tiny.json")["cases"]["toy-tiny/X-X/compile/tiny/bs1"]
     assert entry["counters"]["graphs"] == 1 and entry["compile_s"] > 0
+    # A declared target the case has never met is reported with its gap, not failed; one its
+    # entry met (the entry keeps module speedups) gates the next run.
+    cid = "toy-tiny/X-X/compile/tiny/bs1"
+    far = [dict(case=cid, device_class="cpu", min_module_speedup={"steps": 1e6}, why="far off")]
+    v = gate.judge(compiled, root=tmp_path, update_baselines=False, requirements=far)
+    assert v.gate == "pass (counters)" and not v.failures and "a target not met yet" in v.targets[0]
+    met = [dict(case=cid, device_class="cpu", min_module_speedup={"steps": entry["module_speedup"]["steps"]}, why="met")]
+    slower = dict(compiled) | {"module_speedup": {"steps": entry["module_speedup"]["steps"] / 2}}
+    v = gate.judge(slower, root=tmp_path, update_baselines=False, requirements=met)
+    assert v.gate == "FAIL" and v.failures[0].endswith("its baseline entry met this target, so it gates")
