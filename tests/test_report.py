@@ -194,6 +194,22 @@ def test_case_logs_render_after_the_run_with_the_latest_record_of_a_case(tmp_pat
     assert "H-A/cuda_graph/bs32" in out
 
 
+def test_a_rendered_case_log_ends_with_its_failures_open_targets_and_tracked_figures(tmp_path, capsys):
+    """The nightly job's summary is rendered from its case log: what the gate reported without
+    failing (open targets, host-bound latencies tracked) shows there too, from each case's
+    latest record."""
+    rec = hstu("H-A", "fused", 1) | {"targets": ["hstu-paper/H-A/fused/paper/bs1: attention speedup 1.50x is under "
+                                                 "2.0x, 0.50x short (bar); a target not met yet"],
+                                     "tracked": ["hstu-paper/H-A/fused/paper/bs1: latency ...; tracked, not gated"]}
+    log = tmp_path / "n.jsonl"
+    log.write_text(json.dumps(rec) + "\n")
+    assert main([str(log), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "### targets not met yet\n\n- hstu-paper/H-A/fused/paper/bs1: attention speedup 1.50x" in out
+    assert "### tracked, not gated\n\n- hstu-paper/H-A/fused/paper/bs1: latency" in out
+    assert "### failures" not in out
+
+
 def test_a_case_run_in_several_logs_keeps_every_run_and_its_verdict(tmp_path, capsys):
     # A failed run followed by a passing rerun of the same code: the tables show the latest, and
     # the runs table keeps the failure and how far the two processes were apart.

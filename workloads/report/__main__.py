@@ -23,6 +23,16 @@ def _rows(records: list[tuple[str, dict]]) -> list[dict]:
     return rows
 
 
+def _open(records: list[tuple[str, dict]]) -> list[tuple[str, list[str]]]:
+    """What the gate reported without failing on it, each case's latest record: its open
+    targets and its tracked figures (docs/gate.md)."""
+    latest = {r["result"]["case"]: r for _, r in records}
+    found = [("failures", [x for r in latest.values() for x in r.get("failures") or []]),
+             ("targets not met yet", [x for r in latest.values() for x in r.get("targets") or []]),
+             ("tracked, not gated", [x for r in latest.values() for x in r.get("tracked") or []])]
+    return [(title, lines) for title, lines in found if lines]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workloads.report",
                                  description="Render case logs (--case-log) as the run's tables, per workload: "
@@ -43,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     latest = list({r["case"]: r for r in rows}.values())
     every = [(r["result"], r.get("gate", "-")) for _, r in records]
     for title, text in sections(latest, args.markdown, every):
+        print(f"### {title}\n\n{text}\n" if args.markdown else f"== {title}\n{text}\n")
+    for title, lines in _open(records):
+        text = "\n".join(f"- {x}" if args.markdown else x for x in lines)
         print(f"### {title}\n\n{text}\n" if args.markdown else f"== {title}\n{text}\n")
     if args.html:
         from .html import render
