@@ -110,8 +110,10 @@ def side_env(side: Side, workdir: Path | None, environ: Mapping[str, str] | None
     env["PYTHONPATH"] = os.pathsep.join([str(side.root), *filter(None, [env.get("PYTHONPATH")])])
     if workdir is not None:
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(workdir / "inductor-cache"))
-    if side.name == "head" and env.get("MMGEN_COMMIT"):
-        pass   # the caller named the head's code: a tree shipped with a stale .git would name it wrong
+    if side.name == "head":
+        # An inherited MMGEN_COMMIT names the head's code (a tree shipped with a stale .git would
+        # name it wrong); otherwise git does, in the process, with whether there were edits.
+        pass
     elif side.commit:
         env["MMGEN_COMMIT"] = side.commit
     elif side.name == "base":
