@@ -17,10 +17,9 @@ from pathlib import Path
 
 from .fold import fold
 from .notes import kernel_name_changes, timed_choices
-from .pooling import MAX_RUNS, entry_from_result
+from .pooling import MAX_RUNS, entry_from_result, same_code
 from .schema import BaselineError, load, path_for
 from .store import record, update
-from .pooling import same_code
 from .targets import H100, H200, check_requirements, judge_requirements
 from .verdict import GPU_TIME_THRESHOLD, HOST_BOUND, LATENCY_THRESHOLD, Verdict, check, speedup_allowance, verdict
 

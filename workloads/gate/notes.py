@@ -1,11 +1,8 @@
 """What a failure message adds to its numbers: the kernels that moved, a compile's timed
-choices, what else the host did during the rounds, and how far the entry can know the case's
-spread (docs/gate.md)."""
+choices, and what else the host did during the rounds (docs/gate.md)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-from .pooling import runs_of, same_code
 
 
 def timed_choices(compiler: Mapping | None) -> int:
@@ -34,20 +31,6 @@ def kernel_name_changes(now: Mapping | None, then: Mapping | None, top: int = 6)
         return ""
     more = f" and {len(moved) - top} more" if len(moved) > top else ""
     return "; by kernel: " + ", ".join(f"{d:+g} {k}" for d, k in moved[:top]) + more
-
-
-def one_process_note(result: Mapping, entry: Mapping) -> str:
-    """For a host-bound case whose entry holds one process's rounds: that its threshold cannot
-    know how far the case moves between processes, and how to pool more."""
-    runs = runs_of(entry)
-    shares = [x for x in ((result.get("host") or {}).get("share"), (entry.get("host") or {}).get("share")) if x is not None]
-    if len(runs) != 1 or not shares or max(shares) < 0.5:
-        return ""
-    how = ("pool this run into it (python -m workloads.gate fold, on this run's --case-log)"
-           if same_code(entry, result) else
-           "re-measure it with --update-baselines in two or more processes of this code")
-    return (f"; its entry holds one process's rounds (commit {str(runs[0].get('commit'))[:7]}), and this case, "
-            f"{max(shares):.0%} host-bound, moves more between processes than within one: {how}")
 
 
 def host_notes(result: Mapping, entry: Mapping) -> str:

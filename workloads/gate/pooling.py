@@ -12,8 +12,8 @@ from ..result import METRICS
 # eager reference is often host-bound and drifts between the cases of one run far more than
 # within one. A lever's own regressions are the latency gate's to catch.
 SPEEDUP_MARGIN = 0.25
-# An entry pools the rounds of its last runs of the same code, so its spread, and the threshold
-# drawn from it, is how far the case moves between runs and not only within one.
+# An entry pools the rounds of its last runs of the same code, so the latency interval it gives
+# covers how far the case moves between runs and not only within one.
 MAX_RUNS = 5
 # What names the code and stack that measured a figure: runs agreeing on all of them pool. The
 # libraries that generate or pick kernels, and the driver, are part of the code that ran.

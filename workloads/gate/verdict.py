@@ -139,7 +139,7 @@ def _latency(result: Mapping, entry: Mapping, path, threshold: float) -> tuple[l
         return [f"{change}; tracked, not gated: the GPU idles {share:.0%} of its run, so its wall time follows "
                 f"the host{notes.host_notes(result, entry)}"], True
     return [f"{change}, slower than the {threshold:.1%} threshold allows"
-            f"{notes.host_notes(result, entry)}{notes.one_process_note(result, entry)} ({path})"], False
+            f"{notes.host_notes(result, entry)} ({path})"], False
 
 
 def speedup_allowance(now: Mapping | None, then: Mapping | None) -> tuple[float, str]:
