@@ -15,3 +15,17 @@ def test_long_template_names_are_cut_to_a_stored_width():
     short = mc.kernel_name(name)
     assert len(short) == 100 and short.startswith("void cutlass::Kernel2<") and short.endswith("...")
     assert mc.kernel_name("triton_poi_fused_add_0") == "triton_poi_fused_add_0"
+
+
+def test_tally_counts_host_waits_apart_from_launches_and_kernels():
+    cuda, cpu = mc.torch.autograd.DeviceType.CUDA, mc.torch.autograd.DeviceType.CPU
+    step = [("cudaLaunchKernel", cpu, 3.0), ("ampere_sgemm_128x64", cuda, 40.0),
+            ("cudaGraphLaunch", cpu, 5.0), ("aten::mm", cpu, 9.0)]
+    waits = [("cudaStreamSynchronize", cpu, 50.0), ("cudaDeviceSynchronize", cpu, 20.0),
+             ("cudaEventSynchronize", cpu, 1.0), ("cudaMemcpyAsync", cpu, 2.0)]
+    lean, waiting = mc.tally(step), mc.tally(step + waits)
+    assert (lean["kernels"], lean["launches"], lean["syncs"]) == (1, 2, 0)
+    assert (waiting["kernels"], waiting["launches"], waiting["syncs"]) == (1, 2, 3)
+    assert waiting["gpu_ms"] == 0.04 and waiting["names"] == Counter({"ampere_sgemm_128x64": 1})
+    # Per step, a wait in every step shows as one more a step; what runs once cancels.
+    assert mc.tally(step * 12 + waits[:1] * 12)["syncs"] - mc.tally(step * 4 + waits[:1] * 4)["syncs"] == 8

@@ -69,7 +69,7 @@ _LAUNCH_APIS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch", "cuGrap
 
 
 def count_kernels(fn: Callable[[], object], device: torch.device | str) -> dict | None:
-    """Kernels executed on the GPU and launch calls made by the host while `fn` runs, how many of
+    """Kernels executed on the GPU, launch calls and synchronizes made by the host while `fn` runs, how many of
     the kernels are cuBLAS's auxiliary ones (`blas_helpers`, BLAS_HELPERS), and the GPU's busy
     time (`gpu_ms`, the kernels' summed durations: a timing, not a counter); `names` counts the
     kernels by (shortened) name.
@@ -85,10 +85,19 @@ def count_kernels(fn: Callable[[], object], device: torch.device | str) -> dict 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    kernels = launches = helpers = 0
+    out = tally(profiled_events(prof))
+    out["syncs"] -= 1   # the closing synchronize above is the count's, not the run's
+    return out
+
+
+def tally(events) -> dict:
+    """Kernels, host launch calls, host waits on the GPU (`syncs`: device, stream and event
+    synchronizes, the implicit one of a copy to the host included), cuBLAS helpers, GPU busy time
+    and kernels by name, from profiled (name, device type, duration in us) events."""
+    kernels = launches = helpers = syncs = 0
     busy_us = 0.0
     names: Counter[str] = Counter()
-    for name, device_type, us in profiled_events(prof):
+    for name, device_type, us in events:
         if device_type == torch.autograd.DeviceType.CUDA:
             kernels += 1
             busy_us += us
@@ -96,8 +105,12 @@ def count_kernels(fn: Callable[[], object], device: torch.device | str) -> dict 
             names[kernel_name(name)] += 1
         elif name.startswith(_LAUNCH_APIS):
             launches += 1
-    return {"kernels": kernels, "launches": launches, "blas_helpers": helpers, "gpu_ms": busy_us / 1e3, "names": names}
-
+        elif name.startswith("cu") and name.endswith("Synchronize"):
+            # A host that waits on the GPU each step loses the overlap that hides its own work
+            # behind the kernels: a regression no kernel count shows.
+            syncs += 1
+    return {"kernels": kernels, "launches": launches, "syncs": syncs, "blas_helpers": helpers,
+            "gpu_ms": busy_us / 1e3, "names": names}
 
 def kernel_name(name: str, width: int = 100) -> str:
     """A kernel's name short enough to store: C++ template arguments make some thousands of

@@ -188,14 +188,14 @@ def modules_table(rows: list[dict], markdown: bool = False, width: int | None = 
 
 # Counters as the harness names them: per decode step where the case decodes, else per run.
 _COUNTS = (("kernels_per_step", "kernels/step"), ("blas_helpers_per_step", "cuBLAS aux/step"),
-           ("launches_per_step", "launches/step"), ("kernels_per_run", "kernels/run"),
-           ("blas_helpers_per_run", "cuBLAS aux/run"), ("launches_per_run", "launches/run"),
+           ("launches_per_step", "launches/step"), ("syncs_per_step", "syncs/step"), ("kernels_per_run", "kernels/run"),
+           ("blas_helpers_per_run", "cuBLAS aux/run"), ("launches_per_run", "launches/run"), ("syncs_per_run", "syncs/run"),
            ("graphs", "graphs"), ("graph_breaks", "graph breaks"), ("recompiles", "recompiles"))
 
 
 def counters_table(rows: list[dict], markdown: bool = False, width: int | None = None,
                    shared: frozenset = frozenset()) -> str:
-    """What the host and the compiler did: kernels and host launches (per decode step, or per
+    """What the host and the compiler did: kernels, host launches and host waits (per decode step, or per
     run), compiled graphs, graph breaks, where a compiled graph came from (inductor's FX-graph
     cache or a fresh compile) and how many GEMM padding choices its compile timed, recompiles in
     the timed rounds, the share of the wall time the GPU sat idle (host-bound: of a decode step, or
