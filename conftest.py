@@ -39,6 +39,10 @@ def pytest_addoption(parser):
     g.addoption("--latency-only", action="store_true",
                 help="time each rung alone, with no eager reference beside it (unless the eager case is selected): "
                      "latency and counters gate; no speedup, so speedup floors and requirements are not checked")
+    g.addoption("--rounds", type=int, default=None, metavar="N",
+                help="time every rung in exactly N rounds (at least 3) instead of until its time budget: for runs "
+                     "repeated in several processes, such as the pull-request comparison, where processes, not "
+                     "rounds, bound the spread")
     g.addoption("--estimate", metavar="DEVICE_CLASS", default=None,
                 help="run nothing: say how long the selected cases would take on DEVICE_CLASS (e.g. nvidia-h200), "
                      "from its baselines at the chosen --scale")
@@ -107,12 +111,16 @@ def pytest_configure(config):
     if config.getoption("--latency-only") and config.getoption("--update-baselines"):
         raise pytest.UsageError("--latency-only with --update-baselines: a baseline holds the speedup over eager, "
                                 "which a latency-only run does not measure; drop --latency-only to write baselines")
+    rounds = config.getoption("--rounds")
+    if rounds is not None and rounds < 3:
+        raise pytest.UsageError(f"--rounds {rounds}: at least 3 rounds are needed for a median with an interval")
     if config.getoption("--results"):   # pytest-benchmark reads this option when it configures, after us
         config.option.benchmark_json = _JsonOut(config.getoption("--results"))
     config._mmgen = {
         "device": device,
         "scale": resolve_scale(config.getoption("--scale"), device),
-        "session": Session(device, checkpoints=_checkpoints(config), latency_only=config.getoption("--latency-only")),
+        "session": Session(device, checkpoints=_checkpoints(config), latency_only=config.getoption("--latency-only"),
+                           rounds=rounds),
     }
 
 
@@ -224,7 +232,8 @@ def _estimate(config, items, cases) -> None:
         if data is None:
             raise pytest.UsageError(f"--estimate {where}: no baselines at {path}; classes with baselines: "
                                     f"{sorted(p.name for p in path.parent.parent.iterdir() if p.is_dir())}")
-        rows = estimate([c for c in cases if c.scale == scale], data["cases"], latency_only=config.getoption("--latency-only"))
+        rows = estimate([c for c in cases if c.scale == scale], data["cases"], latency_only=config.getoption("--latency-only"),
+                        rounds=config.getoption("--rounds"))
         text.append(render(rows, f"{where} ({path})"))
     config._mmgen["estimate"] = "\n".join(text)
     config.hook.pytest_deselected(items=list(items))

@@ -140,10 +140,14 @@ def test_latency_only_times_a_rung_without_eager_and_gates_its_latency(tmp_path)
 
     log = tmp_path / "beside.jsonl"
     r = pytest_run("perf_tests", "-k", "hstu-tiny/H-A/ and bs1 and (eager or memory_efficient)", "--device", "cpu",
-                   "--latency-only", "--case-log", str(log))
+                   "--latency-only", "--rounds", "4", "--case-log", str(log))
     assert r.returncode == 0, r.stdout[-2000:]
     results = {json.loads(x)["result"]["lever"]: json.loads(x)["result"] for x in log.read_text().splitlines()}
     assert results["memory_efficient"]["speedup"] is not None
+    # --rounds (the comparison's processes) fixes every rung's round count, eager's included.
+    assert [r["rounds"] for r in results.values()] == [4, 4]
+    r = pytest_run("perf_tests", "-k", case, "--device", "cpu", "--rounds", "2")
+    assert r.returncode == 4 and "--rounds 2: at least 3 rounds" in r.stderr
 
     r = pytest_run("perf_tests", "-k", case, "--device", "cpu", "--latency-only", "--update-baselines")
     assert r.returncode == 4 and "--latency-only with --update-baselines" in r.stderr

@@ -73,3 +73,13 @@ def test_a_workload_that_decodes_nothing_counts_its_kernels_over_a_whole_run_mor
     (row,) = estimate([hstu], {hstu.id: {"latency_ms": {"median": 300.0, "samples": [300.0] * 15},
                                          "runs": [{"rounds": 15}]}})
     assert row["untimed_s"] == pytest.approx(0.3 * 3)   # warm-up, breakdown, kernel count
+
+
+def test_fixed_rounds_replace_each_entrys_own_round_count():
+    entries = {case("I-T", "eager").id: entry(2000.0, 5, untimed_s=3.0),
+               case("I-T", "cuda_graph").id: entry(200.0, 15, untimed_s=1.5, speedup={"median": 10.0})}
+    cases = [case("I-T", "eager"), case("I-T", "cuda_graph")]
+    (own,) = estimate(cases, entries)
+    (three,) = estimate(cases, entries, rounds=3)
+    assert own["timed_s"] == pytest.approx(2.0 * 15 + 0.2 * 15)   # eager runs while any rung does
+    assert three["timed_s"] == pytest.approx(2.0 * 3 + 0.2 * 3) and three["untimed_s"] == own["untimed_s"]

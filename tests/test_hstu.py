@@ -175,6 +175,9 @@ def test_matrix_ids_sweep_and_marks():
         for bs in (1, 32):
             assert f"hstu-paper/{task}/fused/paper/bs{bs}" in paper
     assert {"gpu", "pr"} <= set(paper["hstu-paper/H-A/fused/paper/bs1"].marks)
+    # The pull-request gate takes the sweep's two ends, at batch 1.
+    assert {c.id for c in paper.values() if "pr" in c.marks} == {
+        f"hstu-paper/{t}/{lv}/paper/bs1" for t in ("H-A", "H-A-8K") for lv in ("eager", "fused", "cuda_graph")}
     tiny = matrix("hstu", WL.ladder, "tiny")
     gpu = {c.lever for c in tiny if "gpu" in c.marks}
     assert gpu == {"fused", "compile", "cuda_graph"}   # each stands on the fused kernel

@@ -96,6 +96,7 @@ class ToyWorkload:
     tasks: dict = field(default_factory=lambda: {"X-X": None})
     ladder: tuple = ("eager", "sdpa", "compile")
     pr_levers: tuple = ("eager",)
+    pr_tasks: tuple = ()
     sources: tuple = ()
     compile_tuning: bool = False
     module_groups: dict = field(default_factory=lambda: {"steps": ("step",)})

@@ -15,16 +15,19 @@ from ..suites import workload
 from .schedule import LONG_ROUND_MS, runs_alone
 
 
-def _rounds(entry: dict) -> int:
+def _rounds(entry: dict, fixed: int | None = None) -> int:
+    if fixed:
+        return fixed
     runs = entry.get("runs") or []
     return int(runs[-1]["rounds"]) if runs else len(entry["latency_ms"]["samples"])
 
 
-def estimate(cases, entries: dict[str, dict], latency_only: bool = False) -> list[dict]:
+def estimate(cases, entries: dict[str, dict], latency_only: bool = False, rounds: int | None = None) -> list[dict]:
     """One row per input, in run order: its cases, the seconds of its timed rounds, untimed
     rounds, model build (the first input of a model) and setup, and the cases without a
     baseline entry (their time is not counted). With `latency_only` (--latency-only) an input
-    whose eager case is not selected runs no eager rounds."""
+    whose eager case is not selected runs no eager rounds; with `rounds` (--rounds) every rung
+    runs that many."""
     groups: dict = {}
     for c in cases:
         groups.setdefault(c.input, []).append(c)
@@ -46,8 +49,8 @@ def estimate(cases, entries: dict[str, dict], latency_only: bool = False) -> lis
             continue
         rungs = [e for c, e in found.items() if not c.is_reference]
         alone = runs_alone(latency_only, group)
-        rounds = max(_rounds(e) for e in found.values())
-        timed = (0.0 if alone else eager_ms * rounds) + sum(e["latency_ms"]["median"] * _rounds(e) for e in rungs)
+        n = max(_rounds(e, rounds) for e in found.values())
+        timed = (0.0 if alone else eager_ms * n) + sum(e["latency_ms"]["median"] * _rounds(e, rounds) for e in rungs)
         sides = ([] if alone else [(eager, eager_ms, False)]) + [
             (e, e["latency_ms"]["median"], "graphs" in (e.get("counters") or {})) for e in rungs]
         untimed, modelled = _untimed(sides, decodes=any(e.get("tpot_ms") for e in found.values()))

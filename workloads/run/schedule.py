@@ -115,6 +115,8 @@ def _run_group(group: list[Case], session: Session) -> dict:
     rungs = _set_up(group, plans, loop, results)
     variants = [r.variant for r in rungs if r.variant is not None]
     schedule = replace(SCHEDULES[session.device.type], warmup=0)   # warmed up above
+    if session.rounds:
+        schedule = replace(schedule, min_rounds=session.rounds, max_rounds=session.rounds)
     with md.OtherLoad() as loop.others:
         for timed in ([[v] for v in variants] if loop.eager is None else [[loop.eager] + variants]):
             interleave(timed, session.device, schedule)   # alone: each on the schedule it would get beside eager

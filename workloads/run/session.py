@@ -31,6 +31,7 @@ class Session:
     # --latency-only: a rung is timed alone, with no eager reference beside it, unless the eager
     # case of its input is itself selected (then the input's rungs run as usual).
     latency_only: bool = False
+    rounds: int | None = None   # --rounds: exactly this many timed rounds a rung, budget aside
     decoders: DecoderCache = field(default_factory=DecoderCache)
     build_s: dict = field(default_factory=dict)   # seconds each model took to build, weights included
     # The inputs are seeded, so every later case of an input pairs its lever with the same

@@ -47,6 +47,7 @@ class CausalLMWorkload(Family):
     supports: frozenset[str] = field(default_factory=lambda: frozenset({"static_decode"}))
     ladder: tuple[str, ...] = LADDER
     pr_levers: tuple[str, ...] = ("eager", "compile", "cuda_graph")   # at batch 1, the pull-request gate
+    pr_tasks: tuple[str, ...] = ()
     compile_tuning: bool = True   # the decode step is nearly all of the run: autotune it
     module_groups: dict = field(default_factory=dict)   # one module: the breakdown has nothing to group
     share_spans: tuple | None = None

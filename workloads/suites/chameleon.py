@@ -28,6 +28,8 @@ class ChameleonWorkload(CausalLMWorkload):
     # One rung per task gates pull requests: the T-I reference alone (1024 guided eager steps)
     # takes tens of seconds a round at 7B.
     pr_levers: tuple[str, ...] = ("cuda_graph",)
+    # IT-T's prefill and step are I-T's with a longer prompt and fewer steps.
+    pr_tasks: tuple[str, ...] = ("I-T", "T-I")
     sources: tuple[str, ...] = (   # see suites.foreign_sources
         "workloads/models/chameleon.py", "workloads/tasks/image.py", "workloads/engine/cfg.py",
         "workloads/suites/chameleon.py", "perf_tests/test_chameleon.py",

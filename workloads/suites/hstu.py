@@ -28,6 +28,8 @@ class RecommenderWorkload(Family):
     # bias; torch.compile and CUDA graphs on top of the best of them.
     ladder: tuple[str, ...] = ("eager", "memory_efficient", "fused", "compile", "cuda_graph")
     pr_levers: tuple[str, ...] = ("eager", "fused", "cuda_graph")
+    # The sweep's two ends: the shortest history runs the code the longer ones do.
+    pr_tasks: tuple[str, ...] = ("H-A", "H-A-8K")
     sources: tuple[str, ...] = (   # see suites.foreign_sources
         "workloads/models/hstu.py", "workloads/tasks/history.py", "workloads/engine/hstu_attention.py",
         "workloads/engine/hstu_triton.py", "workloads/engine/recommend.py", "workloads/levers/hstu_attention.py",

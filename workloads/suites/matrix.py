@@ -6,7 +6,7 @@ from ..levers import LEVERS, stack
 from . import workload as _workload
 
 
-def marks(wl, preset, lever: str, batch: int, scale: str) -> tuple[str, ...]:
+def marks(wl, preset, task: str, lever: str, batch: int, scale: str) -> tuple[str, ...]:
     out = []
     if scale != "tiny" or any(LEVERS[lv].needs_cuda for lv in stack(lever, wl.ladder)):
         out.append("gpu")
@@ -14,7 +14,8 @@ def marks(wl, preset, lever: str, batch: int, scale: str) -> tuple[str, ...]:
         out.append("large")
     # The pull-request gate keeps to the models an 80 GB GPU holds: a 34B case takes minutes to
     # build, and `-m pr` would pay them on every pull request where a larger GPU runs it.
-    if batch == 1 and lever in wl.pr_levers and not preset.large:
+    # and to one input per code path: a pull request's head and base run it three times each.
+    if batch == 1 and lever in wl.pr_levers and task in (wl.pr_tasks or (task,)) and not preset.large:
         out.append("pr")
     if batch > 1 and scale != "tiny":
         out.append("slow")
@@ -31,7 +32,7 @@ def matrix(workload: str, levers: tuple[str, ...], scale: str) -> list[Case]:
     wl = _workload(workload)
     for lever in levers:
         stack(lever, wl.ladder)   # an unknown lever name fails at collection, not in the middle of a run
-    cases = [Case(workload, preset.name, task, lever, scale, batch, marks(wl, preset, lever, batch, scale))
+    cases = [Case(workload, preset.name, task, lever, scale, batch, marks(wl, preset, task, lever, batch, scale))
              for preset in wl.presets(scale) for task in wl.tasks
              for batch in sorted({1, wl.max_batch(preset, task)}) for lever in levers]
     presets = [p.name for p in wl.presets(scale)]

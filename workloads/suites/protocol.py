@@ -55,6 +55,7 @@ class Workload(Protocol):
     tasks: Mapping[str, object]
     ladder: tuple[str, ...]                      # the levers, cumulative, in the order users apply them
     pr_levers: tuple[str, ...]                   # the rungs that gate pull requests, at batch 1
+    pr_tasks: tuple[str, ...]                    # the tasks they gate on (empty: every task)
     sources: tuple[str, ...]                     # files only this workload runs (see suites.foreign_sources)
     compile_tuning: bool                         # whether autotuning a compiled step pays for itself
     module_groups: Mapping[str, tuple[str, ...]]   # spans per module group of the breakdown

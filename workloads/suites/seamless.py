@@ -32,6 +32,9 @@ class SeamlessWorkload(Family):
     ladder: tuple[str, ...] = ("eager", "compile", "cuda_graph", "kv_reorder", "vocoder_compile", "vocoder_cuda_graph",
                                "vocoder_conv2d")
     pr_levers: tuple[str, ...] = ("eager", "kv_reorder", "vocoder_cuda_graph")   # top of each task's ladder
+    # Speech in and out runs every module S-T and T-S do (encoder, decoders, vocoder); T-T is
+    # the text encoder's path.
+    pr_tasks: tuple[str, ...] = ("S-S", "T-T")
     sources: tuple[str, ...] = (   # see suites.foreign_sources
         "workloads/models/seamless.py", "workloads/tasks/speech.py", "workloads/engine/translate.py",
         "workloads/engine/vocoder.py", "workloads/engine/beam_decode.py", "workloads/engine/conv_layout.py",
