@@ -6,9 +6,10 @@ from .chameleon import WORKLOAD as _chameleon
 from .hstu import WORKLOAD as _hstu
 from .llama import WORKLOAD as _llama
 from .protocol import Batch, Runner, Workload
+from .sd15 import WORKLOAD as _sd15
 from .seamless import WORKLOAD as _seamless
 
-WORKLOADS: dict[str, Workload] = {wl.name: wl for wl in (_llama, _seamless, _hstu, _chameleon)}
+WORKLOADS: dict[str, Workload] = {wl.name: wl for wl in (_llama, _seamless, _hstu, _chameleon, _sd15)}
 
 
 class UnknownWorkload(ValueError):

@@ -1,0 +1,178 @@
+"""Stable Diffusion 1.5: the published sizes, the inputs (CLIP's token layout, seeded noise),
+the pipeline run as the harness times it, sdpa against eager, bad input, and the cases."""
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workloads.engine.diffusion import PipelineRunner
+from workloads.levers import Context, plan_for
+from workloads.measure.timing import Stopwatch
+from workloads.models import sd15
+from workloads.models.common import CheckpointError, parameter_count
+from workloads.suites import WORKLOADS
+from workloads.suites.matrix import matrix
+from workloads.tasks import text_to_image
+
+CPU = torch.device("cpu")
+WL = WORKLOADS["sd15"]
+
+# sdpa against eager over a whole guided run on the tiny fp32 model: the largest difference of
+# the final latents over their largest magnitude. One UNet evaluation differs by ~4e-6 of its
+# output; after the guided steps (guidance multiplies a difference by 7.5) runs measured
+# 1.4e-6 of the latents' scale at most.
+LATENT_RTOL = 2e-5
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return sd15.build(sd15.PRESETS["sd15-tiny"], CPU, dtype=torch.float32)
+
+
+def _batch(pipe, lengths=(12,), steps=2, seed=0, size=64):
+    te = pipe.text_encoder.config
+    return text_to_image.batch_from_lengths(
+        lengths, vocab_size=te.vocab_size, context=te.max_position_embeddings, latent_channels=4,
+        factor=sd15.vae_factor(pipe), height=size, width=size, steps=steps,
+        evaluations=sd15.denoising_evaluations(pipe.scheduler, steps), seed=seed)
+
+
+def _run(pipe, batch, implementation, stopwatch=None, new_tokens=None):
+    runner = PipelineRunner(pipe, batch, implementation)
+    runner.prepare()
+    runner.run(stopwatch, new_tokens)
+    return runner
+
+
+# -- the published model ---------------------------------------------------------------------
+def test_paper_preset_matches_the_published_parameter_counts():
+    preset = sd15.PRESETS["sd15"]
+    counts = {name: parameter_count(m) for name, m in sd15.meta_components(preset).items()}
+    for name, published in sd15.PUBLISHED.items():
+        assert counts[name] == pytest.approx(published, rel=1e-3), f"{name}: {counts[name] / 1e6:.2f}M"
+    assert counts["unet"] == pytest.approx(859.5e6, rel=1e-3) and counts["vae"] == pytest.approx(83.7e6, rel=1e-3)
+    assert counts["text_encoder"] == pytest.approx(123.1e6, rel=1e-3)
+    assert sum(counts.values()) == pytest.approx(preset.published_params, rel=1e-3)
+
+
+def test_every_scale_has_a_preset_with_the_published_layout():
+    assert {p.scale for p in sd15.PRESETS.values()} == {"tiny", "small", "paper"}
+    for p in sd15.PRESETS.values():
+        u, v = p.config["unet"], p.config["vae"]
+        assert u["down_block_types"] == sd15.PAPER_UNET["down_block_types"] and len(v["block_out_channels"]) == 4
+        assert u["cross_attention_dim"] == p.config["text_encoder"]["hidden_size"]
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def test_prompts_are_laid_out_as_clips_tokenizer_does_and_noise_is_seeded(tiny):
+    b = _batch(tiny, lengths=(3, 75))
+    bos, eos = 998, 999
+    assert b.input_ids.shape == (4, 77) and b.latents.shape == (2, 4, 8, 8)
+    p = b.prompt_ids
+    assert (p[:, 0] == bos).all() and (p[0, 4:] == eos).all() and (p[0, 1:4] < bos).all()
+    assert (p[1, 1:76] < bos).all() and p[1, 76] == eos
+    assert (b.empty_ids[:, 0] == bos).all() and (b.empty_ids[:, 1:] == eos).all()
+    again = _batch(tiny, lengths=(3, 75))
+    assert torch.equal(again.input_ids, b.input_ids) and torch.equal(again.latents, b.latents)
+    assert not torch.equal(_batch(tiny, lengths=(3, 75), seed=1).latents, b.latents)
+    made = WL.inputs("T-I", "tiny", 4, tiny, CPU)
+    assert made.batch == 4 and all(10 <= n <= 39 for n in made.prompt_lengths)
+    assert (made.height, made.steps, made.new_tokens) == (64, 4, 5)
+
+
+def test_pndm_makes_one_more_evaluation_than_steps_and_the_inverse_holds(tiny):
+    sched = tiny.scheduler
+    assert sd15.denoising_evaluations(sched, 50) == 51   # the paper scale's 50 steps
+    for n in (1, 3, 4, 12):   # 4 and 12: the runs the harness counts kernels per step by
+        assert sd15.denoising_evaluations(sched, sd15.steps_for(sched, n)) == n
+    with pytest.raises(ValueError, match="no run of exactly 2 UNet evaluations"):
+        sd15.steps_for(sched, 2)   # one step is one evaluation, two are three
+
+
+def test_bad_input_names_the_limit(tiny):
+    with pytest.raises(ValueError, match="76 tokens does not fit CLIP's 77-token context: at most 75 prompt tokens"):
+        _batch(tiny, lengths=(5, 76))
+    with pytest.raises(ValueError, match="height 60 px is not a positive multiple of the autoencoder's downsampling "
+                                         "factor 8"):
+        _batch(tiny, size=60)
+    with pytest.raises(ValueError, match="denoising steps must be at least 1, got 0"):
+        _batch(tiny, steps=0)
+    with pytest.raises(ValueError, match="unknown Stable Diffusion attention implementation 'flash'"):
+        sd15.set_attn_implementation(tiny, "flash")
+    with pytest.raises(ValueError, match="unknown text-to-image task"):
+        text_to_image.make_batch("T-T", "tiny", 1, evaluations_of=len)
+
+
+# -- the run ---------------------------------------------------------------------------------
+def test_a_run_marks_its_phases_and_counts_denoising_steps(tiny):
+    calls = []
+    handle = tiny.unet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        b = _batch(tiny, steps=3)
+        sw = Stopwatch(CPU, spans=True)
+        sw.start()
+        runner = _run(tiny, b, "eager", sw)
+        marks = sw.stop()
+        assert len(calls) == b.new_tokens == 4
+        assert 0 < marks["first_token"] < marks["decode_end"] < marks["end"]
+        assert {"span:text_encoder", "span:unet", "span:vae"} <= set(marks)
+        out = runner.outputs()
+        assert out["latents"].shape == (1, 4, 8, 8) and out["image"].shape == (1, 3, 64, 64)
+        assert 0 <= float(out["image"].min()) and float(out["image"].max()) <= 1
+        calls.clear()
+        runner.count_steps(3)   # what the harness runs to count kernels per denoising step
+        assert len(calls) == 3
+    finally:
+        handle.remove()
+
+
+def test_the_plan_selects_the_attention_processors(tiny):
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    ctx = Context(CPU, WL.supports_for("T-I"))
+    for lever, cls in (("eager", AttnProcessor), ("sdpa", AttnProcessor2_0)):
+        plan, reason = plan_for(lever, ctx, WL.ladder)
+        assert reason is None
+        WL.runner(tiny, _batch(tiny), plan, None).prepare()
+        assert {type(p) for net in (tiny.unet, tiny.vae) for p in net.attn_processors.values()} == {cls}
+        assert tiny.text_encoder.config._attn_implementation == lever == sd15.attn_implementation(tiny)
+    plan, reason = plan_for("compile", ctx, WL.ladder)
+    assert plan is None and "static" in reason
+
+
+@given(seed=st.sampled_from([0, 1, 2, 3]), lengths=st.lists(st.sampled_from([0, 10, 39, 75]), min_size=1, max_size=2),
+       steps=st.sampled_from([1, 3]))
+def test_sdpa_latents_equal_eagers_within_fp32_rounding(tiny, seed, lengths, steps):
+    b = _batch(tiny, lengths=lengths, steps=steps, seed=seed)
+    ref = _run(tiny, b, "eager").outputs()
+    got = _run(tiny, b, "sdpa").outputs()
+    scale = float(ref["latents"].abs().max())
+    assert float((got["latents"] - ref["latents"]).abs().max()) <= LATENT_RTOL * scale
+    torch.testing.assert_close(got["image"], ref["image"], atol=1e-5, rtol=0)
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+def test_a_saved_pipeline_loads_back_and_a_bad_directory_is_named(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path / "sd")
+    WL.check_checkpoint(str(tmp_path / "sd"))
+    loaded = WL.build(WL.preset("sd15-tiny"), CPU, checkpoint=str(tmp_path / "sd"))
+    for name in ("unet", "vae", "text_encoder"):
+        for a, b in zip(getattr(loaded, name).parameters(), getattr(tiny, name).parameters()):
+            assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="has no model_index.json"):
+        WL.check_checkpoint(str(tmp_path))
+    (tmp_path / "sd" / "vae" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="has no vae/config.json"):
+        WL.check_checkpoint(str(tmp_path / "sd"))
+
+
+# -- cases -----------------------------------------------------------------------------------
+def test_matrix_ids_and_marks():
+    tiny = {c.id: c for c in matrix("sd15", ("eager", "sdpa"), "tiny")}
+    assert list(tiny) == [f"sd15-tiny/T-I/{lv}/tiny/bs{bs}" for bs in (1, 4) for lv in ("eager", "sdpa")]
+    assert all(c.marks == () for c in tiny.values())   # both rungs run on the CPU
+    paper = {c.id: c for c in matrix("sd15", ("eager", "sdpa"), "paper")}
+    top = WL.max_batch(WL.preset("sd15"), "T-I")
+    assert top == 40 and set(paper) == {f"sd15/T-I/{lv}/paper/bs{bs}" for bs in (1, top) for lv in ("eager", "sdpa")}
+    assert paper["sd15/T-I/sdpa/paper/bs1"].marks == ("gpu",)
+    assert paper[f"sd15/T-I/sdpa/paper/bs{top}"].marks == ("gpu", "slow")

@@ -1,0 +1,94 @@
+"""Stable Diffusion 1.5: text to a 512 x 512 image by latent diffusion (seed paper 2): CLIP text
+encoding, 50 guided denoising steps of the UNet over a doubled batch, the autoencoder's decode.
+
+A denoising step is the decode step of the harness: TTFT is text encoding and the first step,
+TPOT the time per denoising step (engine/diffusion.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..engine.cache import DecoderCache
+from ..engine.diffusion import PipelineRunner
+from ..engine.plan import Plan
+from ..models import sd15
+from ..models.common import Preset, parameter_count
+from ..tasks import text_to_image
+from .base import MAX_BATCH_MEMORY, Family, batch_that_fits
+
+
+@dataclass
+class DiffusionWorkload(Family):
+    name: str = "sd15"
+    family: object = sd15
+    tasks: dict = field(default_factory=lambda: dict(text_to_image.TASKS))
+    # The issue's order for diffusion users: fused attention first; compile, cuda_graph (a whole
+    # denoising step replayed) and quant join the ladder when the engine has a static step.
+    ladder: tuple[str, ...] = ("eager", "sdpa")
+    # None yet: a pull request's head and base would each pay 51 eager UNet evaluations a round
+    # at 512 x 512 for a case no GPU run has measured; eager and sdpa at batch 1 join with the
+    # GPU rungs and their first baselines.
+    pr_levers: tuple[str, ...] = ()
+    pr_tasks: tuple[str, ...] = ()
+    sources: tuple[str, ...] = (   # see suites.foreign_sources
+        "workloads/models/sd15.py", "workloads/tasks/text_to_image.py", "workloads/engine/diffusion.py",
+        "workloads/suites/sd15.py", "perf_tests/test_sd15.py",
+    )
+    compile_tuning: bool = True   # the denoising steps are nearly all of the run
+    module_groups: dict = field(default_factory=lambda: {
+        "text_encoder": ("text_encoder",), "denoise": ("unet",), "vae": ("vae",),
+    })
+    share_spans: tuple | None = None
+    tiny_max_batch: int = 4   # CPU seconds
+
+    def check_checkpoint(self, path: str) -> None:
+        sd15.check_checkpoint(path)
+
+    def supports_for(self, task: str) -> frozenset[str]:
+        return frozenset()   # no static denoising step yet: compile and cuda_graph say so and skip
+
+    def cache_group(self, task: str) -> str:
+        return task
+
+    def inputs(self, task: str, scale: str, batch: int, model, device) -> text_to_image.PromptBatch:
+        te = model.text_encoder.config
+        b = text_to_image.make_batch(
+            task, scale, batch, evaluations_of=lambda steps: sd15.denoising_evaluations(model.scheduler, steps),
+            vocab_size=te.vocab_size, context=te.max_position_embeddings,
+            latent_channels=model.unet.config.in_channels, factor=sd15.vae_factor(model), device=device)
+        b.latents = b.latents.to(model.unet.dtype)
+        return b
+
+    def max_batch(self, preset: Preset, task: str) -> int:
+        """4 at tiny scale; else the largest batch whose eager run fits in 90% of 80 GB in bf16.
+        Per prompt: two rows (guidance) through the UNet's highest-resolution attention, whose
+        classic processor holds two (rows x heads x L x L) tensors at once (the scores and their
+        softmax); and the autoencoder's decode of one image: its mid-block attention's fp32
+        scores over the latent, and four full-resolution activations of its last level. That
+        is 1.48 GB a prompt at 512 x 512, where an H200 measured 1.04 GiB (eager, batch 32:
+        35.8 GiB peak): conservative, and calibrating it would change the max-batch case ids."""
+        if preset.scale == "tiny":
+            return self.tiny_max_batch
+        t, cfg = self.tasks[task], preset.config
+        size = t.image_size[preset.scale]
+        factor = 2 ** (len(cfg["vae"]["block_out_channels"]) - 1)
+        L = (size // factor) ** 2
+        heads = cfg["unet"]["attention_head_dim"]   # diffusers' name for the head count here
+        unet = 2 * heads * L * L * 2 * 2
+        vae = 2 * L * L * 4 + 4 * cfg["vae"]["block_out_channels"][0] * size * size * 2
+        weights = parameter_count(sd15.meta_model(preset)) * 2
+        fit = int((MAX_BATCH_MEMORY - weights) // (unet + vae))
+        return batch_that_fits(min(fit, t.samples))
+
+    def runner(self, model, batch, plan: Plan, decoders: DecoderCache):
+        if plan.engine != "library":
+            raise ValueError(f"sd15 has no {plan.engine!r} engine yet: only the pipeline's (eager, sdpa)")
+        return PipelineRunner(model, batch, plan.attn_implementation)
+
+    def decode_bytes(self, model, batch) -> float:
+        """Fewest bytes a denoising step moves: the UNet's weights, read once. The step is
+        compute-bound (seed paper 2, Fig. 5), so its fraction of this floor is small by design."""
+        return float(sum(p.numel() * p.element_size() for p in model.unet.parameters()))
+
+
+WORKLOAD = DiffusionWorkload()
