@@ -14,6 +14,8 @@ from workloads.suites import WORKLOADS
 from workloads.suites.matrix import matrix
 from workloads.tasks import text_to_image
 
+pytest.importorskip("diffusers", reason="sd15 runs diffusers' pipeline; install diffusers (pip install diffusers)")
+
 CPU = torch.device("cpu")
 WL = WORKLOADS["sd15"]
 

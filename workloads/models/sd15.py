@@ -52,6 +52,7 @@ SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linea
 # Parameters as the published checkpoint holds them (UNet 859.52M, CLIP ViT-L/14 text encoder
 # 123.06M, autoencoder 83.65M): Rombach et al. give "an 860M UNet and a 123M text encoder".
 PUBLISHED = {"unet": 859_520_964, "text_encoder": 123_060_480, "vae": 83_653_863}
+PAPER_PARAMS = float(sum(PUBLISHED.values()))
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -77,7 +78,7 @@ PRESETS: dict[str, Preset] = {
             source=f"{_SD15} with every width halved; CLIP ViT-B/32's text tower"),
         Preset("sd15", "paper", dict(unet=PAPER_UNET, vae=PAPER_VAE, text_encoder=PAPER_TEXT),
                source=f"{_SD15}: unet/, vae/, text_encoder/ config.json and scheduler/scheduler_config.json",
-               published_params=float(sum(PUBLISHED.values()))),
+               published_params=PAPER_PARAMS),
     ]
 }
 
@@ -240,6 +241,6 @@ def _load(p: Path, dtype: torch.dtype):
     return components, cls.from_config(sched_cfg)
 
 
-__all__ = ["CLIP_CONTEXT", "IMPLEMENTATIONS", "PRESETS", "PUBLISHED", "build", "check_checkpoint",
+__all__ = ["CLIP_CONTEXT", "IMPLEMENTATIONS", "PAPER_PARAMS", "PRESETS", "PUBLISHED", "build", "check_checkpoint",
            "denoising_evaluations", "meta_components", "meta_model", "scheduler", "set_attn_implementation",
            "steps_for", "vae_factor"]
