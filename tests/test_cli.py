@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CASE = "llama-tiny/T-T/compile/tiny/bs1"
 
 
-def pytest_run(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def pytest_run(*args, timeout=600, path=()):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, path), str(ROOT)]))
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -205,3 +205,16 @@ def test_the_suites_summaries_end_the_run_and_fit_a_terminal(tmp_path):
     end = next(i for i in range(ours[0], len(lines)) if "passed" in lines[i] or "short test summary" in lines[i])
     assert all(len(x) <= 120 for x in lines[ours[0]:end]), max(lines[ours[0]:end], key=len)
     assert "is deprecated and will be removed" not in r.stdout and "torch.jit.script" not in r.stdout
+
+
+def test_without_diffusers_every_case_is_listed_and_diffusions_skip_saying_why(tmp_path):
+    """GPU runners install the project without its dependencies: a missing diffusers must not
+    stop the other workloads' cases, nor change any case id."""
+    (tmp_path / "diffusers").mkdir()
+    (tmp_path / "diffusers" / "__init__.py").write_text(
+        "raise ModuleNotFoundError('No module named diffusers', name='diffusers')\n")
+    r = pytest_run("perf_tests", "--collect-only", "-q", "--scale", "paper", path=[tmp_path])
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert "sd15/T-I/sdpa/paper/bs1" in r.stdout and "llama-7b/T-T/eager/paper/bs1" in r.stdout
+    r = pytest_run("perf_tests", "-k", "sd15-tiny/T-I/eager/tiny/bs1", "--device", "cpu", "-rs", path=[tmp_path])
+    assert r.returncode == 0 and "1 skipped" in r.stdout and "install diffusers" in r.stdout, r.stdout[-2000:]
