@@ -128,6 +128,31 @@ def test_a_run_marks_its_phases_and_counts_denoising_steps(tiny):
         handle.remove()
 
 
+def test_attention_lengths_over_a_step_are_the_papers_u_and_grow_with_the_image():
+    """Seed paper 2, Fig. 8 and 9: over one denoising step the self-attention length falls from
+    the latent's pixel count by 4x a level to the middle block and rises back; cross-attention
+    keys are the 77 text tokens. Four times the pixels, four times every length."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(dict(sd15.PRESETS["sd15"].config["unet"]))
+    calls = sd15.attention_calls(unet, 64, 64)   # 512 x 512
+    selfs = [q for kind, q, _ in calls if kind == "self"]
+    assert len(calls) == 32 and [k for kind, _, k in calls if kind == "cross"] == [77] * 16
+    assert selfs == [4096] * 2 + [1024] * 2 + [256] * 2 + [64] + [256] * 3 + [1024] * 3 + [4096] * 3
+    assert [q for kind, q, _ in calls if kind == "cross"] == selfs   # each block's cross follows its self
+    for size in (256, 768, 1024):
+        scaled = [q for kind, q, _ in sd15.attention_calls(unet, size // 8, size // 8) if kind == "self"]
+        assert scaled == [q * (size / 512) ** 2 for q in selfs]
+
+
+def test_a_case_records_its_steps_attention_calls(tiny):
+    runner = _run(tiny, _batch(tiny, steps=2), "sdpa")
+    rec = runner.recorded()["attention_calls"]
+    assert rec["per_step"] == 2 * len(rec["self_query"]) and rec["cross_key"] == [77]
+    assert max(rec["self_query"]) == 8 * 8 and rec["self_query"] == rec["cross_query"]
+
+
 def test_the_plan_selects_the_attention_processors(tiny):
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 

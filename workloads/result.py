@@ -46,6 +46,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("span_tflops", "TFLOP/s of the spans whose work is counted, per side"),
     Metric("matmul_peak_tflops", "bf16 matmul throughput measured on the same GPU"),
     Metric("audio_samples", "samples of each row's waveform"),
+    Metric("attention_calls", "attention calls of one denoising step: their number, the query lengths of self- "
+                              "and cross-attention in call order, and the cross-attention key lengths"),
     Metric("counters", "graphs, graph breaks, recompiles, kernels and launches per step or run", gate="exact",
            stored=True),
     Metric("compiler", "what inductor and AOTAutograd did while compiling (cache hits, timed choices)"),

@@ -66,6 +66,7 @@ class PipelineRunner(RunnerBase):
         self.batch = batch
         self.attn_implementation = attn_implementation
         self.latents = self.image = None
+        self._attention = None
 
     def prepare(self) -> None:
         # The pipeline is shared with the other rungs of the case: each sets what it needs.
@@ -73,6 +74,20 @@ class PipelineRunner(RunnerBase):
 
     def outputs(self) -> dict:
         return {"latents": self.latents, "image": self.image}
+
+    def recorded(self) -> dict:
+        """The attention calls of one denoising step at this batch's size (seed paper 2, Fig. 8),
+        from the UNet's meta-device twin: the same forward, on shapes alone."""
+        if self._attention is None:
+            h, w = self.batch.latents.shape[-2:]
+            calls = sd15.attention_calls(self.pipe.unet, h, w, self.batch.input_ids.shape[-1])
+            self._attention = {
+                "per_step": len(calls),
+                "self_query": [q for kind, q, _ in calls if kind == "self"],
+                "cross_query": [q for kind, q, _ in calls if kind == "cross"],
+                "cross_key": sorted({k for kind, _, k in calls if kind == "cross"}),
+            }
+        return {"attention_calls": self._attention}
 
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None):

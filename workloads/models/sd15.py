@@ -177,6 +177,42 @@ def attn_implementation(pipe) -> str:
     return "mixed"
 
 
+class _Recording:
+    """An attention processor that notes each call's kind and lengths, then runs the one it
+    wraps: whatever implementation is set, its calls are the model's."""
+
+    def __init__(self, inner, calls: list):
+        self.inner, self.calls = inner, calls
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        keys = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        self.calls.append(("self" if encoder_hidden_states is None else "cross", _length(hidden_states), _length(keys)))
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+
+
+def _length(x: torch.Tensor) -> int:
+    # (batch, tokens, channels), or (batch, channels, height, width) where a block attends over pixels
+    return int(x.shape[1]) if x.dim() == 3 else int(x.shape[2] * x.shape[3])
+
+
+def attention_calls(unet, latent_height: int, latent_width: int,
+                    context: int = CLIP_CONTEXT) -> list[tuple[str, int, int]]:
+    """(kind, query length, key length) of every attention call of one denoising step of `unet`
+    over latents of `latent_height` x `latent_width`, in call order (seed paper 2, Fig. 8). The
+    UNet's twin on the meta device runs diffusers' own forward on shapes alone: no memory and no
+    compute, at any image size."""
+    with torch.device("meta"):
+        twin = type(unet).from_config(unet.config)
+    calls: list = []
+    twin.set_attn_processor({name: _Recording(p, calls) for name, p in twin.attn_processors.items()})
+    with torch.device("meta"), torch.no_grad():
+        latents = torch.empty(2, unet.config.in_channels, latent_height, latent_width)
+        embeds = torch.empty(2, context, unet.config.cross_attention_dim)
+        twin(latents, torch.tensor(1), encoder_hidden_states=embeds)
+    return calls
+
+
 def vae_factor(pipe) -> int:
     """How much the autoencoder downsamples: 2 per level after the first."""
     return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
@@ -241,6 +277,6 @@ def _load(p: Path, dtype: torch.dtype):
     return components, cls.from_config(sched_cfg)
 
 
-__all__ = ["CLIP_CONTEXT", "IMPLEMENTATIONS", "PAPER_PARAMS", "PRESETS", "PUBLISHED", "build", "check_checkpoint",
+__all__ = ["CLIP_CONTEXT", "IMPLEMENTATIONS", "attention_calls", "PAPER_PARAMS", "PRESETS", "PUBLISHED", "build", "check_checkpoint",
            "denoising_evaluations", "meta_components", "meta_model", "scheduler", "set_attn_implementation",
            "steps_for", "vae_factor"]
