@@ -361,3 +361,14 @@ def test_the_figures_legend_covers_no_plot_and_the_log_axis_labels_do_not_overla
     boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
     assert len(boxes) >= 2 and all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))
     plt.close(fig)
+
+
+def test_diffusion_attention_lengths_come_once_an_input_as_runs_in_call_order():
+    calls = {"per_step": 32, "self_query": [4096] * 2 + [1024] * 2 + [256] * 2 + [64] + [256] * 3 + [1024] * 3
+             + [4096] * 3, "cross_key": [77]}
+    calls["cross_query"] = calls["self_query"]
+    rows = [report.row(_rung("sd15", "sd15", "T-I", lever, 1, 1600.0, 1.05, attention_calls=calls), "pass")
+            for lever in ("eager", "sdpa")]
+    lines = report.attention_table(rows, markdown=True, shared=frozenset({"model", "scale"})).splitlines()
+    assert lines[2] == "| T-I/bs1 | 32 | 4096x2 1024x2 256x2 64 256x3 1024x3 4096x3 | 77 |" and len(lines) == 3
+    assert report.attention_table(rows_of(LOG)) == ""   # workloads that record none have no table

@@ -48,6 +48,7 @@ def row(result: dict, gate: str) -> dict:
         "pad_mm_timed": timed_choices(result.get("compiler")) or None,
         "span_tflops": result.get("span_tflops") or {},
         "matmul_peak_tflops": result.get("matmul_peak_tflops"),
+        "attention_calls": result.get("attention_calls"),
     }
 
 
@@ -234,6 +235,34 @@ def throughput_table(rows: list[dict], markdown: bool = False, width: int | None
     return fit(head, body, markdown, width, keys=2)
 
 
+def _runs(lengths: list[int]) -> str:
+    """Lengths in call order, a repeat written once with its count: 4096x2 1024x2 ... 64 ..."""
+    out: list[list[int]] = []
+    for n in lengths:
+        if out and out[-1][0] == n:
+            out[-1][1] += 1
+        else:
+            out.append([n, 1])
+    return " ".join(f"{n}x{k}" if k > 1 else str(n) for n, k in out)
+
+
+def attention_table(rows: list[dict], markdown: bool = False, width: int | None = None,
+                    shared: frozenset = frozenset()) -> str:
+    """Diffusion: the attention calls of one denoising step per input (every rung of an input
+    makes the same ones), self-attention's query lengths in call order and the text keys of
+    cross-attention (seed paper 2, Fig. 8: the length falls by 4x a level and rises back)."""
+    body, seen = [], set()
+    for r in rows:
+        a = r.get("attention_calls")
+        if not a or r["input"] in seen:
+            continue
+        seen.add(r["input"])
+        label = "/".join(str(r[k]) for k in ("model", "task", "scale") if k not in shared) + f"/bs{r['batch']}"
+        body.append([label, str(a["per_step"]), _runs(a["self_query"]), ", ".join(map(str, a["cross_key"]))])
+    head = ["input", "calls a step", "self-attention lengths, in call order", "cross-attention keys"]
+    return fit(head, body, markdown, width)
+
+
 def _each(cells) -> str:
     """One figure per run, or "-" where no run has one (so `fit` drops the column)."""
     cells = list(cells)
@@ -291,6 +320,7 @@ def groups(rows: list[dict], markdown: bool = False, records: list[tuple[dict, s
             ("where the time goes (ms per module, one instrumented round)", modules_table(own, **kw)),
             ("counters, host-bound share, module speedups over eager", counters_table(own, **kw)),
             ("throughput of counted spans (one instrumented round)", throughput_table(own, **kw)),
+            ("attention lengths over a denoising step", attention_table(own, **kw)),
             ("cases run more than once (all runs; the tables above show the latest)", runs_table(own_runs, **kw)),
         ) if text]
         out.append((workload, name, tables))
