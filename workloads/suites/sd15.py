@@ -65,9 +65,8 @@ class DiffusionWorkload(Family):
         classic processor holds two (rows x heads x L x L) tensors at once (the scores and their
         softmax); and the autoencoder's decode of one image: its mid-block attention's fp32
         scores over the latent, and four full-resolution activations of its last level. That
-        is 1.48 GB a prompt at 512 x 512, where an H200 measured 1.04 GiB (eager, batch 32:
-        35.8 GiB peak; docs/workloads.md, "Stable Diffusion 1.5"): conservative, and calibrating it
-        would change the max-batch case ids."""
+        is 1.48 GB a prompt at 512 x 512, meant as an upper bound; calibrating it against a
+        measured peak would change the max-batch case ids."""
         if preset.scale == "tiny":
             return self.tiny_max_batch
         t, cfg = self.tasks[task], preset.config
