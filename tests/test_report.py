@@ -372,3 +372,13 @@ def test_diffusion_attention_lengths_come_once_an_input_as_runs_in_call_order():
     lines = report.attention_table(rows, markdown=True, shared=frozenset({"model", "scale"})).splitlines()
     assert lines[2] == "| T-I/bs1 | 32 | 4096x2 1024x2 256x2 64 256x3 1024x3 4096x3 | 77 |" and len(lines) == 3
     assert report.attention_table(rows_of(LOG)) == ""   # workloads that record none have no table
+
+
+def test_the_operator_table_shows_each_kind_and_its_share_in_the_papers_order():
+    ops = {"other": 10.0, "attention": 30.0, "convolution": 40.0, "idle": 20.0}
+    rows = [report.row(_rung("sd15", "sd15", "T-I", "sdpa", 1, 100.0, 1.05,
+                             operators_ms={"eager": {"attention": 90.0}, "lever": ops}), "pass")]
+    lines = report.operators_table(rows, markdown=True, shared=frozenset({"model", "scale"})).splitlines()
+    assert lines[0] == "| case | convolution ms | attention ms | other ms | idle ms |"
+    assert lines[2] == "| T-I/sdpa/bs1 | 40.0 (40%) | 30.0 (30%) | 10.0 (10%) | 20.0 (20%) |"
+    assert report.operators_table(rows_of(LOG)) == ""

@@ -97,6 +97,7 @@ class ToyWorkload:
     ladder: tuple = ("eager", "sdpa", "compile")
     pr_levers: tuple = ("eager",)
     pr_tasks: tuple = ()
+    operator_groups: dict = field(default_factory=dict)
     sources: tuple = ()
     compile_tuning: bool = False
     module_groups: dict = field(default_factory=lambda: {"steps": ("step",)})

@@ -43,6 +43,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("agreement", "fraction of output tokens equal to eager's (bf16 paths may diverge)"),
     Metric("modules_ms", "ms per module span in one instrumented round, eager's side and the lever's"),
     Metric("module_speedup", "eager over lever per module group", gate="targets", stored=True),
+    Metric("operators_ms", "ms per kind of operator in one profiled round, each side, and the GPU's idle ms "
+                           "(the timed median less the kernels)"),
     Metric("span_tflops", "TFLOP/s of the spans whose work is counted, per side"),
     Metric("matmul_peak_tflops", "bf16 matmul throughput measured on the same GPU"),
     Metric("audio_samples", "samples of each row's waveform"),

@@ -49,6 +49,8 @@ def row(result: dict, gate: str) -> dict:
         "span_tflops": result.get("span_tflops") or {},
         "matmul_peak_tflops": result.get("matmul_peak_tflops"),
         "attention_calls": result.get("attention_calls"),
+        # The lever's side, or eager's in the eager case, as for `modules`.
+        "operators": (result.get("operators_ms") or {}).get("lever", (result.get("operators_ms") or {}).get("eager")),
     }
 
 
@@ -235,6 +237,26 @@ def throughput_table(rows: list[dict], markdown: bool = False, width: int | None
     return fit(head, body, markdown, width, keys=2)
 
 
+# Seed paper 2, Fig. 7's order; a workload's own kinds follow.
+_KINDS = ("convolution", "attention", "linear", "norm", "elementwise", "other", "idle")
+
+
+def operators_table(rows: list[dict], markdown: bool = False, width: int | None = None,
+                    shared: frozenset = frozenset()) -> str:
+    """Where each case's time goes by kind of operator (seed paper 2, Fig. 7): ms of kernels in
+    one profiled round and their share of the whole, idle being the timed median less them."""
+    kinds = list(dict.fromkeys([*(k for k in _KINDS if any(k in (r.get("operators") or {}) for r in rows)),
+                                *(k for r in rows for k in (r.get("operators") or {}))]))
+    body = []
+    for r in rows:
+        ops = r.get("operators")
+        if not ops:
+            continue
+        total = sum(ops.values()) or 1.0
+        body.append([_label(r, shared), *(f"{ops[k]:.1f} ({ops[k] / total:.0%})" if k in ops else "-" for k in kinds)])
+    return fit(["case", *(f"{k} ms" for k in kinds)], body, markdown, width)
+
+
 def _runs(lengths: list[int]) -> str:
     """Lengths in call order, a repeat written once with its count: 4096x2 1024x2 ... 64 ..."""
     out: list[list[int]] = []
@@ -320,6 +342,8 @@ def groups(rows: list[dict], markdown: bool = False, records: list[tuple[dict, s
             ("where the time goes (ms per module, one instrumented round)", modules_table(own, **kw)),
             ("counters, host-bound share, module speedups over eager", counters_table(own, **kw)),
             ("throughput of counted spans (one instrumented round)", throughput_table(own, **kw)),
+            ("by kind of operator (ms of kernels in one profiled round; idle: the timed median less them)",
+             operators_table(own, **kw)),
             ("attention lengths over a denoising step", attention_table(own, **kw)),
             ("cases run more than once (all runs; the tables above show the latest)", runs_table(own_runs, **kw)),
         ) if text]

@@ -28,6 +28,7 @@ class Rung:
     variant: Variant | None = None   # None: the eager case, whose variant is the reference's
     memory: dict | None = None       # the peak of its warm-up round
     modules: dict | None = None      # where its time went in its instrumented round
+    operators: dict | None = None    # ms per kind of operator in one profiled round
     warm: dict | None = None         # its warm-up round's marks and spans, where it ran with them
     untimed_s: float = 0.0           # its seconds outside the timed rounds and its setup, so far
 
@@ -66,6 +67,8 @@ def result(rung: Rung, loop: Loop) -> Result:
     out.update(_timings(rung, loop))
     out.update(_memory_and_setup(rung, loop))
     out.update(_where_the_time_went(rung, loop))
+    if device.type == "cuda" and out.get("operators_ms"):
+        _idle(out, lever=rung.variant is not None)
     out.update(rung.runner.recorded())
     out.update(_counters_and_host(rung, loop, out))
     if device.type == "cuda":
@@ -115,6 +118,10 @@ def _where_the_time_went(rung: Rung, loop: Loop) -> dict:
     if not sides:
         return {}
     out = {"modules_ms": sides}
+    kinds = {"eager": loop.reference.operators} | ({} if rung.variant is None else {"lever": rung.operators})
+    kinds = {side: k for side, k in kinds.items() if k}
+    if kinds:
+        out["operators_ms"] = kinds
     if "eager" in sides and "lever" in sides:
         out["module_speedup"] = breakdown.group_speedup(sides["eager"], sides["lever"], loop.workload.module_groups)
     flops = rung.runner.work()
@@ -124,6 +131,16 @@ def _where_the_time_went(rung: Rung, loop: Loop) -> dict:
         if peak:
             out["matmul_peak_tflops"] = peak / 1e12
     return out
+
+
+def _idle(out: Result, lever: bool) -> None:
+    """Each side's GPU idle ms: its timed rounds' median less its profiled round's kernels."""
+    medians = {"lever": out["latency_ms"]["median"], "eager": (out.get("reference_latency_ms") or {}).get("median")}
+    if not lever:
+        medians = {"eager": out["latency_ms"]["median"]}
+    for side, kinds in out["operators_ms"].items():
+        if medians.get(side) is not None:
+            kinds["idle"] = round(max(0.0, medians[side] - sum(v for k, v in kinds.items() if k != "idle")), 3)
 
 
 def _counters_and_host(rung: Rung, loop: Loop, done: Result) -> dict:

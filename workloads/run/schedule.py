@@ -15,6 +15,7 @@ from ..levers import Context, plan_for
 from ..measure import breakdown
 from ..measure import counters as mc
 from ..measure import device as md
+from ..measure import operators as ops
 from ..measure.memory import peak_memory
 from ..measure.timing import Schedule, Stopclock, Variant, interleave, release_compile_workers, wall_seconds
 from ..result import Result
@@ -223,17 +224,24 @@ def _breakdowns(key: InputKey, rungs: list[Rung], loop: Loop, eager_warm: dict |
             return found
         return breakdown.modules(v.once(device, record=False, spans=True), share=wl.share_spans)
 
+    def operators(v: Variant) -> dict | None:
+        if not wl.operator_groups:
+            return None
+        return ops.operator_ms(lambda: v.once(device, record=False), loop.model, wl.operator_groups, device)
+
     if loop.eager is not None:
         ref = loop.reference
         with Stopclock() as clock:
             if not loop.cached:
                 ref.modules = modules(loop.eager, eager_warm)
+                ref.operators = operators(loop.eager)
         ref.untimed_s += eager_untimed_s + clock.s
         loop.session.references[key] = ref
     for r in rungs:
         if r.variant is not None:
             with Stopclock() as clock:
                 r.modules = modules(r.variant, r.warm)
+                r.operators = operators(r.variant)
             r.untimed_s += clock.s
 
 

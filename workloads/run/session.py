@@ -20,6 +20,7 @@ class Reference:
 
     memory: dict | None = None
     modules: dict | None = None
+    operators: dict | None = None
     share: float | None = None
     untimed_s: float = 0.0
 

@@ -19,6 +19,9 @@ class Family:
     (PRESETS, MODEL_TYPE, build(), config(), meta_model())."""
 
     family: object
+    # Module class names per kind of operator, for the operator breakdown (measure.operators);
+    # empty: the workload records none.
+    operator_groups = {}
 
     def models(self) -> tuple[str, ...]:
         return tuple(self.family.PRESETS)

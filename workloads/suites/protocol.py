@@ -59,6 +59,7 @@ class Workload(Protocol):
     sources: tuple[str, ...]                     # files only this workload runs (see suites.foreign_sources)
     compile_tuning: bool                         # whether autotuning a compiled step pays for itself
     module_groups: Mapping[str, tuple[str, ...]]   # spans per module group of the breakdown
+    operator_groups: Mapping[str, tuple[str, ...]]  # module class names per operator kind (empty: none)
     share_spans: tuple | None                    # (span, spans of its phase): one span's share
 
     def models(self) -> tuple[str, ...]: ...     # every preset name, of every scale

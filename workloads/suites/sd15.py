@@ -39,6 +39,12 @@ class DiffusionWorkload(Family):
         "text_encoder": ("text_encoder",), "denoise": ("unet",), "vae": ("vae",),
     })
     share_spans: tuple | None = None
+    # Seed paper 2, Fig. 7's kinds. An attention block's projections are linear, its scores and
+    # their softmax attention; diffusers' ResNet blocks are convolutions and GroupNorms.
+    operator_groups: dict = field(default_factory=lambda: {
+        "convolution": ("Conv2d",), "attention": ("Attention", "CLIPAttention"), "linear": ("Linear", "LoRACompatibleLinear"),
+        "norm": ("GroupNorm", "LayerNorm"),
+    })
     tiny_max_batch: int = 4   # CPU seconds
 
     def check_checkpoint(self, path: str) -> None:

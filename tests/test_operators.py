@@ -1,0 +1,60 @@
+"""The operator breakdown (seed paper 2, Fig. 7): each op's time to the innermost module group
+that ran it, the rest to elementwise or other; the GPU's idle time from the timed median."""
+import torch
+from torch import nn
+
+from workloads.measure import operators
+from workloads.run.assemble import _idle
+
+
+class Attention(nn.Module):
+    """Named as diffusers' block is: its projections are linear, the rest of it attention."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2), -1) @ x
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm, self.attn = nn.Conv2d(2, 2, 3, padding=1), nn.GroupNorm(1, 2), Attention()
+
+    def forward(self, x):
+        h = torch.nn.functional.silu(self.norm(self.conv(x)))
+        return self.attn(h.flatten(2).transpose(1, 2).reshape(1, -1, 8))
+
+
+GROUPS = {"convolution": ("Conv2d",), "attention": ("Attention",), "linear": ("Linear",), "norm": ("GroupNorm",)}
+
+
+def test_each_op_goes_to_its_innermost_group_and_the_rest_to_elementwise_or_other():
+    net, x = Net(), torch.randn(1, 2, 4, 8)
+    out = operators.operator_ms(lambda: net(x), net, GROUPS, "cpu")
+    assert {"convolution", "attention", "linear", "norm", "elementwise"} <= set(out) and "idle" not in out
+    assert all(v > 0 for v in out.values())
+    # The hooks are gone afterwards: a second profile of an unannotated run finds no groups.
+    with torch.profiler.profile() as prof:
+        net(x)
+    assert set(operators.attribute(prof.events(), gpu=False)) <= {"elementwise", "other"}
+
+
+def test_a_pipelines_networks_are_its_roots():
+    class Pipe:
+        components = {"unet": nn.Linear(2, 2), "scheduler": object(), "vae": nn.Conv2d(1, 1, 1)}
+
+    assert [type(m).__name__ for m in operators.roots_of(Pipe())] == ["Linear", "Conv2d"]
+    assert operators.roots_of(Net())[0].__class__ is Net
+
+
+def test_idle_is_each_sides_timed_median_less_its_kernels():
+    out = {"latency_ms": {"median": 100.0}, "reference_latency_ms": {"median": 300.0},
+           "operators_ms": {"eager": {"attention": 200.0, "convolution": 50.0}, "lever": {"attention": 60.0}}}
+    _idle(out, lever=True)
+    assert out["operators_ms"]["eager"]["idle"] == 50.0 and out["operators_ms"]["lever"]["idle"] == 40.0
+    alone = {"latency_ms": {"median": 260.0}, "operators_ms": {"eager": {"attention": 200.0, "convolution": 50.0}}}
+    _idle(alone, lever=False)
+    assert alone["operators_ms"]["eager"]["idle"] == 10.0
