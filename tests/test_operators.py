@@ -58,3 +58,21 @@ def test_idle_is_each_sides_timed_median_less_its_kernels():
     alone = {"latency_ms": {"median": 260.0}, "operators_ms": {"eager": {"attention": 200.0, "convolution": 50.0}}}
     _idle(alone, lever=False)
     assert alone["operators_ms"]["eager"]["idle"] == 10.0
+
+
+def test_on_a_gpu_kernels_no_op_launched_are_counted_as_unattributed():
+    from types import SimpleNamespace as NS
+
+    cpu, cuda = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
+
+    def device(us):
+        return NS(name="k", device_type=cuda, time_range=NS(elapsed_us=lambda: us))
+
+    conv = NS(name="mmgen.op::convolution", device_type=cpu, cpu_parent=None, kernels=[], self_cpu_time_total=1.0)
+    op = NS(name="aten::cudnn_convolution", device_type=cpu, cpu_parent=conv, self_cpu_time_total=1.0,
+            kernels=[NS(name="sm90_xmma_fprop", duration=2000.0)])
+    add = NS(name="aten::add", device_type=cpu, cpu_parent=None, self_cpu_time_total=1.0,
+             kernels=[NS(name="vectorized_elementwise_kernel", duration=500.0)])
+    # The conv's and the add's kernels, and 3 ms a graph replay ran with no op around it.
+    out = operators.attribute([conv, op, add, device(2000.0), device(500.0), device(3000.0)], gpu=True)
+    assert out == {"convolution": 2.0, "elementwise": 0.5, "unattributed": 3.0}

@@ -6,8 +6,10 @@ workload names its groups by module class: `operator_groups`), so an attention b
 projections count as linear and the rest of it as attention. A kernel outside every group is
 `elementwise` where its name says so, else `other`. The profiler links each kernel to the op
 that launched it, and a `record_function` range around each grouped module is that op's
-ancestor. On the CPU, where there are no kernels, each op's own CPU time stands for them and
-there is no idle share.
+ancestor. Kernels that no op launched, a CUDA graph's replay or a compiled step's Triton
+launches, are `unattributed`: the breakdown is for rungs that run modules eagerly (seed paper
+2's baseline and flash attention), and a compiled rung's kinds would need its kernels' names.
+On the CPU, where there are no kernels, each op's own CPU time stands for them.
 """
 from __future__ import annotations
 
@@ -65,7 +67,11 @@ def attribute(events, gpu: bool) -> dict[str, float]:
     """ms per group from profiled FunctionEvents: each op's kernels on a GPU (each op's own CPU
     time on the CPU) to its innermost group, the rest to elementwise or other."""
     out: dict[str, float] = {}
+    device_ms = 0.0
     for ev in events:
+        if gpu and ev.device_type != torch.autograd.DeviceType.CPU:
+            device_ms += ev.time_range.elapsed_us() / 1e3
+            continue
         if ev.name.startswith(_PREFIX):
             continue
         group = _group_of(ev)
@@ -76,6 +82,11 @@ def attribute(events, gpu: bool) -> dict[str, float]:
         elif ev.self_cpu_time_total > 0:
             g = group or ("elementwise" if ev.name in _CPU_ELEMENTWISE else "other")
             out[g] = out.get(g, 0.0) + ev.self_cpu_time_total / 1e3
+    # Kernels no op launched (a CUDA graph's replay, a compiled step's Triton launches) are
+    # counted, not lost.
+    rest = device_ms - sum(out.values())
+    if gpu and rest > 1e-3:
+        out["unattributed"] = rest
     return out
 
 

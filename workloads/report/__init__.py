@@ -238,7 +238,7 @@ def throughput_table(rows: list[dict], markdown: bool = False, width: int | None
 
 
 # Seed paper 2, Fig. 7's order; a workload's own kinds follow.
-_KINDS = ("convolution", "attention", "linear", "norm", "elementwise", "other", "idle")
+_KINDS = ("convolution", "attention", "linear", "norm", "elementwise", "other", "unattributed", "idle")
 
 
 def operators_table(rows: list[dict], markdown: bool = False, width: int | None = None,
