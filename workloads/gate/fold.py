@@ -16,8 +16,8 @@ def fold(root: str | Path, logs: list[str | Path]) -> list[str]:
     """Pool the runs that case logs hold into the baselines they were gated against: only runs
     that passed their gate, of the code that measured the entry (others are skipped, and said
     so), once each. A case with no entry, or whose counters differ from its entry's at the same
-    code, is an error that names it; nothing is written then. The eager rounds a lever was timed beside pool into the eager case's
-    entry too (`_fold_eager_beside`). Returns one line per run."""
+    code, is an error that names it; nothing is written then. The eager rounds a lever was timed
+    beside pool into the eager case's entry too (`_fold_eager_beside`). Returns one line per run."""
     try:
         records = caselog.read(logs)
     except caselog.CaseLogError as e:

@@ -124,6 +124,7 @@ def tally(events) -> dict:
     return {"kernels": kernels, "launches": launches, "syncs": syncs, "blas_helpers": helpers,
             "gpu_ms": busy_us / 1e3, "names": names}
 
+
 def kernel_name(name: str, width: int = 100) -> str:
     """A kernel's name short enough to store: C++ template arguments make some thousands of
     characters long; the head tells the kernel apart."""

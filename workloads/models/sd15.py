@@ -277,6 +277,6 @@ def _load(p: Path, dtype: torch.dtype):
     return components, cls.from_config(sched_cfg)
 
 
-__all__ = ["CLIP_CONTEXT", "IMPLEMENTATIONS", "attention_calls", "PAPER_PARAMS", "PRESETS", "PUBLISHED", "build", "check_checkpoint",
-           "denoising_evaluations", "meta_components", "meta_model", "scheduler", "set_attn_implementation",
+__all__ = ["CLIP_CONTEXT", "IMPLEMENTATIONS", "PAPER_PARAMS", "PRESETS", "PUBLISHED", "attention_calls", "build",
+           "check_checkpoint", "denoising_evaluations", "meta_components", "meta_model", "scheduler", "set_attn_implementation",
            "steps_for", "vae_factor"]

@@ -135,9 +135,8 @@ def _where_the_time_went(rung: Rung, loop: Loop) -> dict:
 
 def _idle(out: Result, lever: bool) -> None:
     """Each side's GPU idle ms: its timed rounds' median less its profiled round's kernels."""
-    medians = {"lever": out["latency_ms"]["median"], "eager": (out.get("reference_latency_ms") or {}).get("median")}
-    if not lever:
-        medians = {"eager": out["latency_ms"]["median"]}
+    own = out["latency_ms"]["median"]
+    medians = {"lever": own, "eager": (out.get("reference_latency_ms") or {}).get("median")} if lever else {"eager": own}
     for side, kinds in out["operators_ms"].items():
         if medians.get(side) is not None:
             kinds["idle"] = round(max(0.0, medians[side] - sum(v for k, v in kinds.items() if k != "idle")), 3)
