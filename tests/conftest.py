@@ -1,5 +1,6 @@
 """Hypothesis profiles and shared fixtures for the correctness and harness tests."""
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,17 @@ settings.register_profile("ci", max_examples=8, deadline=None, derandomize=True,
 settings.register_profile("dev", max_examples=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_collection_modifyitems(config, items):
+    # The GPU's own run (`--device cuda`, asked for by name) checks what the device changes: a
+    # test that never asks for the device runs the same on any machine, and the CPU run checks it.
+    if config.getoption("--device") != "cuda":
+        return
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents and "device" not in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.skip(reason="device-independent: `pytest tests` on the CPU checks it"))
 
 
 @pytest.fixture(scope="session")

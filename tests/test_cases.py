@@ -25,6 +25,16 @@ def test_plans_accumulate_in_order():
     assert plan_for("eager", ctx)[0].engine == "library"
 
 
+def test_tuned_compiles_keep_what_tuning_chose_across_processes():
+    """Coordinate-descent tuning goes with inductor's plain launcher on a GPU: the static one
+    forgets the tuned configs it loads from a warm cache, and each process tunes again."""
+    tuned = plan_for("compile", Context(torch.device("cuda"), WORKLOADS["llama"].supports, tuning=True))[0]
+    assert tuned.inductor_options == {"coordinate_descent_tuning": True, "use_static_cuda_launcher": False}
+    untuned = plan_for("compile", Context(torch.device("cuda"), WORKLOADS["llama"].supports, tuning=False))[0]
+    assert untuned.inductor_options == {}
+    assert plan_for("compile", Context(CPU, WORKLOADS["llama"].supports, tuning=True))[0].inductor_options == {}
+
+
 def test_cuda_graph_does_not_apply_on_the_cpu_and_says_why():
     plan, reason = plan_for("cuda_graph", Context(CPU, WORKLOADS["llama"].supports))
     assert plan is None and "CUDA" in reason

@@ -240,7 +240,7 @@ def test_a_long_warm_up_round_gives_the_breakdown_when_it_ran_like_a_timed_one()
     assert schedule._breakdown_of_warm_up(None, v, _WL) is None
 
 
-def test_profiled_events_are_the_events_the_profiler_lists():
+def test_profiled_events_are_the_events_the_profiler_lists(device):
     """Kernel counting reads the profiler's raw results, not `prof.events()` (which builds a
     Python object per event): the two must list the same events, or the counters would move."""
     import collections
@@ -249,8 +249,8 @@ def test_profiled_events_are_the_events_the_profiler_lists():
 
     from workloads.measure.counters import profiled_events
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    x = torch.zeros(4, device="cuda" if torch.cuda.is_available() else "cpu")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    x = torch.zeros(4, device=device)
     with profile(activities=activities, profile_memory=True) as prof:
         for _ in range(50):
             torch.add(x, 1)

@@ -6,10 +6,17 @@ from .base import Lever
 STATIC_STEPS = frozenset({"static_decode", "static_forward"})
 
 
+# Without the static CUDA launcher: kernels it loads from a warm compile cache drop what coordinate
+# descent chose (pytorch#172819), so every process tuned again and kept a different winner, its
+# step's GPU time moving 6% between two processes of one host (docs/measured.md, "Tuned kernels
+# kept across processes").
+TUNED = {"coordinate_descent_tuning": True, "use_static_cuda_launcher": False}
+
+
 def _apply(plan, ctx):
     # Coordinate-descent tuning of inductor's Triton kernels pays where one compiled step is most
     # of the run (docs/measured.md, "Measured on an H100"); the CPU backend ignores it.
-    options = {"coordinate_descent_tuning": True} if ctx.device.type == "cuda" and ctx.tuning else {}
+    options = TUNED if ctx.device.type == "cuda" and ctx.tuning else {}
     return plan.with_(engine="static", compile=True, compile_options=options, compiles=True)
 
 
