@@ -91,14 +91,14 @@ def _batch(model, task: str, lengths, new_tokens: int, seed: int):
     ).to(CPU)
 
 
-def _plan(wl, name: str, task: str):
-    plan, reason = plan_for(name, Context(CPU, wl.supports_for(task)), wl.ladder)
+def _plan(wl, name: str, task: str, device=CPU):
+    plan, reason = plan_for(name, Context(device, wl.supports_for(task)), wl.ladder)
     assert plan is not None, f"{name} on {task}: {reason}"
     return plan
 
 
-def _run(wl, model, batch, plan):
-    runner = wl.runner(model, batch, plan, DECODERS)
+def _run(wl, model, batch, plan, decoders=DECODERS):
+    runner = wl.runner(model, batch, plan, decoders)
     for _, step in runner.setup_steps():
         step()
     runner.prepare()
@@ -109,7 +109,7 @@ def _samples_per_frame(model) -> int:
     return math.prod(model.config.upsample_rates)
 
 
-def _assert_waveform(model, wave, lengths, ref_wave, ref_lengths, bucket: int | None, what: str):
+def _assert_waveform(model, wave, lengths, ref_wave, ref_lengths, bucket: int | None, what: str, atol: float = WAVE_ATOL):
     """Equal lengths; samples equal within WAVE_ATOL, the last PAD_REACH_FRAMES frames excepted
     where the vocoder ran on frames padded up to `bucket` (None: no padding)."""
     assert wave.shape == ref_wave.shape, f"{what}: waveform {tuple(wave.shape)} vs library {tuple(ref_wave.shape)}"
@@ -118,7 +118,7 @@ def _assert_waveform(model, wave, lengths, ref_wave, ref_lengths, bucket: int | 
     frames = ref_wave.shape[1] // spf
     padded = bucket is not None and frames % bucket != 0
     keep = max(frames - PAD_REACH_FRAMES, 0) * spf if padded else ref_wave.shape[1]
-    torch.testing.assert_close(wave[:, :keep], ref_wave[:, :keep], atol=WAVE_ATOL, rtol=0,
+    torch.testing.assert_close(wave[:, :keep], ref_wave[:, :keep], atol=atol, rtol=0,
                                msg=lambda m: f"{what}, first {keep} of {ref_wave.shape[1]} samples: {m}")
 
 
@@ -132,10 +132,10 @@ def _library_text(model, batch, beams):
     return out[0] if isinstance(out, tuple) else getattr(out, "sequences", out)
 
 
-def _check_against_library(model, task, wl, batch, stacks):
+def _check_against_library(model, task, wl, batch, stacks, device=CPU, decoders=DECODERS, wave_atol=WAVE_ATOL):
     """`stacks`: lever stack names, or plans (the lean engine before any lever)."""
     try:
-        ref_tokens, ref = _run(wl, model, batch, _plan(wl, "eager", task))
+        ref_tokens, ref = _run(wl, model, batch, _plan(wl, "eager", task, device), decoders)
     except RuntimeError:
         # Random weights may decode the pad token (its tied embedding row is zero, so its logit
         # is 0 where others can be lower); the library's text-to-unit step then miscounts the
@@ -146,8 +146,8 @@ def _check_against_library(model, task, wl, batch, stacks):
         raise
     assert ref_tokens.shape == (batch.batch, 2 + batch.new_tokens)
     for stack in stacks:
-        name, plan = (stack, _plan(wl, stack, task)) if isinstance(stack, str) else ("static engine", stack)
-        tokens, runner = _run(wl, model, batch, plan)
+        name, plan = (stack, _plan(wl, stack, task, device)) if isinstance(stack, str) else ("static engine", stack)
+        tokens, runner = _run(wl, model, batch, plan, decoders)
         assert torch.equal(tokens, ref_tokens), (
             f"{name}: tokens differ from the library's for {task} lengths {batch.prompt_lengths}, "
             f"beams {wl.beams}, {batch.new_tokens} new tokens:\n{tokens.tolist()}\nvs\n{ref_tokens.tolist()}")
@@ -155,7 +155,7 @@ def _check_against_library(model, task, wl, batch, stacks):
             bucket = runner.vocoder.bucket if plan.extra("vocoder", "eager") != "eager" else None
             out, want = runner.outputs(), ref.outputs()
             _assert_waveform(model, out["waveform"], out["waveform_lengths"], want["waveform"], want["waveform_lengths"],
-                             bucket, f"{name} on {task}")
+                             bucket, f"{name} on {task}", wave_atol)
 
 
 def _lengths(draw, task: str, batch: int, pin: bool):

@@ -7,6 +7,7 @@ cache, as users call it. Tokens must be identical; waveforms agree to fp32 round
 where the compiled vocoder's length-bucket padding reaches back into the signal. The vocoder
 alone: tests/test_seamless_vocoder.py; inputs, model facts and cases: tests/test_seamless_inputs.py.
 """
+import copy
 import dataclasses
 
 import pytest
@@ -17,10 +18,40 @@ from hypothesis import strategies as st
 from workloads.engine.beam_decode import BeamDecoder
 from workloads.engine.cache import DecoderCache
 from workloads.engine.plan import Plan
+from workloads.levers import LEVERS
+from workloads.suites.matrix import matrix
 from workloads.tasks.speech import TASKS
 
 from .seamless_common import (BEAMS, COMPILED_NEW_TOKENS, COMPILED_SHAPES, COMPILED_STACKS, UNCOMPILED_STACKS, WL,
-                              _batch, _check_against_library, _lengths, _plan, built, model, seeds)  # noqa: F401 (fixtures)
+                              _batch, _check_against_library, _lengths, _plan, built, model, seeds, varied_model)  # noqa: F401 (fixtures)
+
+
+# On the GPU, in fp32 with TF32 off: kernels there sum in other orders than the CPU's, so samples
+# may differ by more than WAVE_ATOL. A bound, not a measurement: a failure prints the largest.
+GPU_WAVE_ATOL = 1e-4
+
+
+@pytest.mark.parametrize("task", ["S-S", "T-T"])
+def test_gpu_rungs_match_library_on_the_gpu(device, task):
+    """The rungs only a GPU runs (CUDA graphs, the graphed in-place reorder, the vocoder's
+    compiled, graphed and 2-D forms, with the sdpa below them) translate as the library does
+    there: its tokens, and its waveform but for the bucket padding's reach. The pull-request
+    subset's two inputs, at the workload's five beams."""
+    if device.type != "cuda":
+        pytest.skip("needs a CUDA GPU; on the CPU, test_compiled_stacks_match_library checks the rungs below cuda_graph")
+    rungs = list(dict.fromkeys(c.lever for c in matrix("seamless", LEVERS, "tiny")
+                               if c.task == task and c.batch == 1 and "gpu" in c.marks))
+    assert "kv_reorder" in rungs, rungs
+    gpu_model = copy.deepcopy(varied_model()).to(device)   # the CPU tests' model stays where it is
+    longest = 120 if TASKS[task].speech_in else 20
+    batch = _batch(gpu_model, task, [longest], new_tokens=5, seed=0).to(device)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        _check_against_library(gpu_model, task, WL, batch, rungs, device=device, decoders=DecoderCache(),
+                               wave_atol=GPU_WAVE_ATOL)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 # -- 1, 2: every lever stack translates as the library does -----------------------------------
