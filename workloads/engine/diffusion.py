@@ -14,30 +14,15 @@ task's. The starting noise is the batch's, so every lever denoises the same late
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from ..models import sd15
-from .runner import RunnerBase
+from .runner import RunnerBase, module_spans
 
 
-@contextlib.contextmanager
-def module_spans(pipe, stopwatch):
-    """Spans around the text encoder, every UNet evaluation and the autoencoder's decoder
-    (the pipeline calls `vae.decode`, not its forward), while the block runs."""
-    if stopwatch is None or not stopwatch.spans:
-        yield
-        return
-    handles = []
-    for module, name in ((pipe.text_encoder, "text_encoder"), (pipe.unet, "unet"), (pipe.vae.decoder, "vae")):
-        handles.append(module.register_forward_pre_hook(lambda *a, n=name: stopwatch.begin(n)))
-        handles.append(module.register_forward_hook(lambda *a, n=name: stopwatch.end(n)))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+def _spanned(pipe):
+    # The pipeline calls `vae.decode`, not the autoencoder's forward: the span is its decoder's.
+    return ((pipe.text_encoder, "text_encoder"), (pipe.unet, "unet"), (pipe.vae.decoder, "vae"))
 
 
 class _Marks:
@@ -97,7 +82,7 @@ class PipelineRunner(RunnerBase):
         evaluations = new_tokens or b.new_tokens
         steps = b.steps if new_tokens is None else sd15.steps_for(pipe.scheduler, new_tokens)
         marks = _Marks(stopwatch, evaluations)
-        with module_spans(pipe, stopwatch):
+        with module_spans(stopwatch, _spanned(pipe)):
             embeds = pipe.text_encoder(b.input_ids)[0]
             self.image = pipe(prompt_embeds=embeds[: b.batch], negative_prompt_embeds=embeds[b.batch:],
                               latents=b.latents, num_inference_steps=steps, guidance_scale=b.guidance_scale,

@@ -12,13 +12,11 @@ the dense layers compute on them and the attention never reads them.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from .graphs import capture_graph, compile_own, null_span, warm_on_side_stream
 from .hstu_attention import Jagged, attention_flops, load_fused
-from .runner import RunnerBase
+from .runner import RunnerBase, module_spans
 
 ROW_BUCKET = 1024     # packed rows round up to a multiple of this for a captured graph
 LENGTH_BUCKET = 256   # and each sequence's grid of query rows to a multiple of this
@@ -34,29 +32,14 @@ def jagged_of(batch) -> tuple[Jagged, Jagged | None]:
     return jag, kept
 
 
-@contextlib.contextmanager
-def module_spans(model, stopwatch):
-    """Spans per kind of module while the block runs (nothing when the stopwatch keeps none)."""
-    if stopwatch is None or not stopwatch.spans:
-        yield
-        return
-    handles = []
-
-    def hook(module, name):
-        handles.append(module.register_forward_pre_hook(lambda *a: stopwatch.begin(name)))
-        handles.append(module.register_forward_hook(lambda *a: stopwatch.end(name)))
-
-    hook(model.embed, "embedding")
-    hook(model.heads, "heads")
+def _spanned(model):
+    """The modules timed as spans, each with its kind."""
+    yield model.embed, "embedding"
+    yield model.heads, "heads"
     for layer in model.layers:
-        hook(layer.projection, "dense")
-        hook(layer.output, "dense")
-        hook(layer.attention, "attention")
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+        yield layer.projection, "dense"
+        yield layer.output, "dense"
+        yield layer.attention, "attention"
 
 
 class StaticForward:
@@ -205,6 +188,6 @@ class HSTURunner(RunnerBase):
                 self.logits, top = self.static.run(self.use_graph)
             return top
         b = self.batch
-        with module_spans(self.model, stopwatch):
+        with module_spans(stopwatch, _spanned(self.model)):
             self.logits, top = self.model(b.item_ids, b.actions, b.timestamps, self.jag, b.keep_index, self.kept)
         return top

@@ -2,7 +2,8 @@
 that a runner doing nothing special keeps."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterable
 
 
 class RunnerBase:
@@ -49,3 +50,21 @@ class RunnerBase:
     def recorded(self) -> dict:
         """Facts of the last run's output a result keeps (names from the metrics table)."""
         return {}
+
+
+@contextlib.contextmanager
+def module_spans(stopwatch, modules: Iterable[tuple[object, str]]):
+    """A span named `name` around every forward of each (module, name) while the block runs;
+    nothing where the stopwatch keeps no spans. Spans of one name add up."""
+    if stopwatch is None or not stopwatch.spans:
+        yield
+        return
+    handles = []
+    for module, name in modules:
+        handles.append(module.register_forward_pre_hook(lambda *a, n=name: stopwatch.begin(n)))
+        handles.append(module.register_forward_hook(lambda *a, n=name: stopwatch.end(n)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
