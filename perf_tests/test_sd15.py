@@ -3,7 +3,7 @@ guided denoising steps of the UNet, the autoencoder's decode; the attention ladd
 import pytest
 
 WORKLOAD = "sd15"
-LEVERS = ("eager", "sdpa")
+LEVERS = ("eager", "sdpa", "compile", "cuda_graph", "quant")
 
 
 def test_sd15(case, run_case):

@@ -1,11 +1,15 @@
 """Stable Diffusion 1.5: the published sizes, the inputs (CLIP's token layout, seeded noise),
 the pipeline run as the harness times it, sdpa against eager, bad input, and the cases."""
+import math
+
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from workloads.engine.cache import DecoderCache
 from workloads.engine.diffusion import PipelineRunner
+from workloads.engine.plan import Plan
 from workloads.levers import Context, plan_for
 from workloads.measure.timing import Stopwatch
 from workloads.models import sd15
@@ -163,8 +167,113 @@ def test_the_plan_selects_the_attention_processors(tiny):
         WL.runner(tiny, _batch(tiny), plan, None).prepare()
         assert {type(p) for net in (tiny.unet, tiny.vae) for p in net.attn_processors.values()} == {cls}
         assert tiny.text_encoder.config._attn_implementation == lever == sd15.attn_implementation(tiny)
-    plan, reason = plan_for("compile", ctx, WL.ladder)
-    assert plan is None and "static" in reason
+    plan, reason = plan_for("cuda_graph", ctx, WL.ladder)
+    assert plan is None and "CUDA" in reason
+
+
+# -- the lean denoising loop (compile, cuda_graph) ------------------------------------------
+def _lean(tiny, b, plan, decoders=None):
+    runner = WL.runner(tiny, b, plan, DecoderCache() if decoders is None else decoders)
+    for _, step in runner.setup_steps():
+        step()
+    runner.prepare()
+    runner.run()
+    return runner
+
+
+@given(seed=st.sampled_from([0, 1, 2]), lengths=st.lists(st.sampled_from([0, 10, 75]), min_size=1, max_size=2),
+       steps=st.sampled_from([1, 3]))
+def test_the_lean_loop_is_the_pipelines_loop(tiny, seed, lengths, steps):
+    """Written out over fixed buffers, the pipeline's loop gives its latents and image bit for
+    bit: the compile and cuda_graph rungs differ from the pipeline by their levers alone."""
+    b = _batch(tiny, lengths=lengths, steps=steps, seed=seed)
+    ref = _run(tiny, b, "eager").outputs()
+    got = _lean(tiny, b, Plan(engine="static")).outputs()
+    assert torch.equal(got["latents"], ref["latents"]) and torch.equal(got["image"], ref["image"])
+
+
+def test_compiled_step_matches_eager_and_leaves_the_shared_pipeline_alone(tiny):
+    """compile: the noise prediction and the autoencoder's decode each one graph (fullgraph),
+    on channels-last copies with fused QKV projections; latents within fp32 rounding of eager's.
+    The pipeline the other rungs run keeps its processors and layout."""
+    from diffusers.models.attention_processor import AttnProcessor2_0, FusedAttnProcessor2_0
+
+    plan, reason = plan_for("compile", Context(CPU, WL.supports_for("T-I")), WL.ladder)
+    assert reason is None and plan.compile and plan.attn_implementation == "sdpa"
+    b = _batch(tiny, steps=3)   # the perf_tests case's shapes at bs1: its compile finds this one's cache
+    ref = _run(tiny, b, "eager").outputs()
+    runner = _lean(tiny, b, plan)
+    got, den = runner.outputs(), runner.den
+    assert float((got["latents"] - ref["latents"]).abs().max()) <= LATENT_RTOL * float(ref["latents"].abs().max())
+    torch.testing.assert_close(got["image"], ref["image"], atol=1e-5, rtol=0)
+    assert {type(p) for p in den.unet.attn_processors.values()} == {FusedAttnProcessor2_0}
+    assert den.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    sd15.set_attn_implementation(tiny, "sdpa")
+    assert {type(p) for p in tiny.unet.attn_processors.values()} == {AttnProcessor2_0}
+    assert tiny.unet.conv_in.weight.is_contiguous() and not hasattr(tiny.unet.mid_block.attentions[0].transformer_blocks[0].attn1, "to_qkv")
+    runner.count_steps(3)   # what the harness runs to count kernels per denoising step: 2 PNDM steps
+    short = _run(tiny, _batch(tiny, steps=2), "eager").outputs()["latents"]
+    assert float((runner.outputs()["latents"] - short).abs().max()) <= LATENT_RTOL * float(short.abs().max())
+    sw = Stopwatch(CPU, spans=True)
+    sw.start()
+    runner.run(sw)
+    marks = sw.stop()
+    assert 0 < marks["first_token"] < marks["decode_end"] < marks["end"]
+    assert {"span:text_encoder", "span:unet", "span:vae"} <= set(marks)
+
+
+# quant's quality bound against eager: the final latents' cosine similarity and the image's PSNR.
+# int8 on the tiny fp32 model (CPU), two prompts, 1-4 steps: at least 0.99998 and 58 dB measured.
+QUANT_MIN_COSINE = 0.999
+QUANT_MIN_PSNR_DB = 40.0
+
+
+def _quality(got: dict, ref: dict) -> tuple[float, float]:
+    cos = torch.nn.functional.cosine_similarity(got["latents"].flatten(), ref["latents"].flatten(), dim=0)
+    mse = float(((got["image"] - ref["image"]) ** 2).mean())
+    return float(cos), (float("inf") if mse == 0 else 10 * math.log10(1 / mse))
+
+
+@given(seed=st.sampled_from([0, 1, 2]), steps=st.sampled_from([1, 3]))
+def test_quantized_unet_stays_within_the_quality_bound(tiny, seed, steps):
+    """quant: the UNet's linear layers in int8 (on the CPU; float8 on a GPU that has it) on the
+    engine's copy. Not exact: within the stated bound of eager's latents and image, and the
+    shared pipeline keeps its float weights."""
+    pytest.importorskip("torchao", reason="quant runs torchao")
+    b = _batch(tiny, lengths=(12, 39), steps=steps, seed=seed)
+    ref = _run(tiny, b, "eager").outputs()
+    plan, reason = plan_for("sdpa+quant", Context(CPU, WL.supports_for("T-I")), WL.ladder)
+    assert reason is None and plan.quant
+    runner = _lean(tiny, b, plan)
+    assert runner.den.quant == "int8"
+    cos, psnr = _quality(runner.outputs(), ref)
+    assert cos >= QUANT_MIN_COSINE and psnr >= QUANT_MIN_PSNR_DB, f"cosine {cos:.6f}, PSNR {psnr:.1f} dB"
+    assert type(tiny.unet.conv_in.weight) is torch.nn.Parameter
+    assert type(tiny.unet.mid_block.attentions[0].transformer_blocks[0].attn1.to_q.weight) is torch.nn.Parameter
+
+
+def test_graphed_step_matches_eager_on_the_gpu(device):
+    """cuda_graph: the compiled noise prediction replayed as one graph, in fp32 without TF32,
+    gives eager's latents within fp32 rounding, and the compile rung's, which shares the copy."""
+    if device.type != "cuda":
+        pytest.skip("CUDA graphs need a GPU; on the CPU the compile rung's test covers the step")
+    pipe = sd15.build(sd15.PRESETS["sd15-tiny"], device, dtype=torch.float32)
+    b = _batch(pipe, steps=3).to(device)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        ref = _run(pipe, b, "eager").outputs()
+        decoders = DecoderCache()
+        ctx = Context(device, WL.supports_for("T-I"), tuning=False)
+        compiled = _lean(pipe, b, plan_for("compile", ctx, WL.ladder)[0], decoders).outputs()["latents"].clone()
+        graphed = _lean(pipe, b, plan_for("cuda_graph", ctx, WL.ladder)[0], decoders)
+        assert graphed.den.graph is not None and len(decoders) == 1
+        got = graphed.outputs()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    scale = float(ref["latents"].abs().max())
+    assert float((got["latents"] - ref["latents"]).abs().max()) <= LATENT_RTOL * scale
+    assert torch.equal(got["latents"], compiled)
 
 
 @given(seed=st.sampled_from([0, 1, 2, 3]), lengths=st.lists(st.sampled_from([0, 10, 39, 75]), min_size=1, max_size=2),
@@ -195,11 +304,14 @@ def test_a_saved_pipeline_loads_back_and_a_bad_directory_is_named(tiny, tmp_path
 
 # -- cases -----------------------------------------------------------------------------------
 def test_matrix_ids_and_marks():
-    tiny = {c.id: c for c in matrix("sd15", ("eager", "sdpa"), "tiny")}
-    assert list(tiny) == [f"sd15-tiny/T-I/{lv}/tiny/bs{bs}" for bs in (1, 4) for lv in ("eager", "sdpa")]
-    assert all(c.marks == () for c in tiny.values())   # both rungs run on the CPU
-    paper = {c.id: c for c in matrix("sd15", ("eager", "sdpa"), "paper")}
+    levers = ("eager", "sdpa", "compile", "cuda_graph", "quant")
+    tiny = {c.id: c for c in matrix("sd15", levers, "tiny")}
+    assert list(tiny) == [f"sd15-tiny/T-I/{lv}/tiny/bs{bs}" for bs in (1, 4) for lv in levers]
+    # quant stands on cuda_graph: both need a GPU; the rest run on the CPU.
+    assert {c.lever for c in tiny.values() if c.marks == ()} == {"eager", "sdpa", "compile"}
+    assert tiny["sd15-tiny/T-I/cuda_graph/tiny/bs1"].marks == tiny["sd15-tiny/T-I/quant/tiny/bs1"].marks == ("gpu",)
+    paper = {c.id: c for c in matrix("sd15", levers, "paper")}
     top = WL.max_batch(WL.preset("sd15"), "T-I")
-    assert top == 40 and set(paper) == {f"sd15/T-I/{lv}/paper/bs{bs}" for bs in (1, top) for lv in ("eager", "sdpa")}
+    assert top == 40 and set(paper) == {f"sd15/T-I/{lv}/paper/bs{bs}" for bs in (1, top) for lv in levers}
     assert paper["sd15/T-I/sdpa/paper/bs1"].marks == ("gpu",)
     assert paper[f"sd15/T-I/sdpa/paper/bs{top}"].marks == ("gpu", "slow")

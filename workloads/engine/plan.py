@@ -29,6 +29,9 @@ class Plan:
     compile: bool = False                # torch.compile the decode step (or the whole forward)
     compile_options: tuple = ()          # inductor options for it, as sorted (name, value) pairs
     cuda_graph: bool = False             # replay the decode step as one CUDA graph
+    # Linear layers' weights and activations quantized (levers/quant.py): "" (not) or "dynamic";
+    # the engine picks the scheme from its device (engine/quantize.py).
+    quant: str = ""
     # Something in the run is compiled (the step, or a stage a workload's own lever compiles):
     # its warm-up runs exactly as it is timed, so its guards never last saw another path.
     compiles: bool = False

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from ..engine.plan import Plan
 from . import compile as _compile
-from . import cuda_graph, eager, hstu_attention, kv_reorder, sdpa, vocoder
+from . import cuda_graph, eager, hstu_attention, kv_reorder, quant, sdpa, vocoder
 from .base import Context, Lever
 
 LEVERS: dict[str, Lever] = {
     lv.name: lv
     for lv in (eager.LEVER, sdpa.LEVER, _compile.LEVER, cuda_graph.LEVER, kv_reorder.LEVER,
                vocoder.COMPILE, vocoder.CUDA_GRAPH, vocoder.CONV2D, hstu_attention.MEMORY_EFFICIENT,
-               hstu_attention.FUSED)
+               hstu_attention.FUSED, quant.LEVER)
 }
 
 # Seed paper 1, Section IV-A: SDPA, then torch.compile, then CUDA graphs, each on top of the last.

@@ -1,9 +1,10 @@
 """compile: static KV cache and one torch.compile'd decode step (no CUDA graph yet)."""
 from .base import Lever
 
-# What an engine can compile as one graph: a decode step over a static KV cache, or (for a
-# workload that generates nothing) its whole forward over fixed-address inputs.
-STATIC_STEPS = frozenset({"static_decode", "static_forward"})
+# What an engine can compile as one graph: a decode step over a static KV cache, a denoising
+# step's noise prediction over fixed-address latents, or (for a workload that generates
+# nothing) its whole forward over fixed-address inputs.
+STATIC_STEPS = frozenset({"static_decode", "static_denoise", "static_forward"})
 
 
 # Without the static CUDA launcher: kernels it loads from a warm compile cache drop what coordinate

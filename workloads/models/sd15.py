@@ -163,10 +163,19 @@ def set_attn_implementation(pipe, implementation: str) -> None:
     te = pipe.text_encoder
     if te.config._attn_implementation != implementation:
         te.set_attn_implementation(implementation)
-    cls = processors[implementation]
     for net in (pipe.unet, pipe.vae):
-        if any(type(p) is not cls for p in net.attn_processors.values()):
-            net.set_attn_processor(cls())
+        set_module_attention(net, implementation)
+
+
+def set_module_attention(net, implementation: str) -> None:
+    """One diffusers network's attention processors (a UNet's or an autoencoder's)."""
+    processors = _processors()
+    if implementation not in processors:
+        raise ValueError(f"unknown Stable Diffusion attention implementation {implementation!r}; "
+                         f"known: {IMPLEMENTATIONS}")
+    cls = processors[implementation]
+    if any(type(p) is not cls for p in net.attn_processors.values()):
+        net.set_attn_processor(cls())
 
 
 def attn_implementation(pipe) -> str:
@@ -279,4 +288,4 @@ def _load(p: Path, dtype: torch.dtype):
 
 __all__ = ["CLIP_CONTEXT", "IMPLEMENTATIONS", "PAPER_PARAMS", "PRESETS", "PUBLISHED", "attention_calls", "build",
            "check_checkpoint", "denoising_evaluations", "meta_components", "meta_model", "scheduler", "set_attn_implementation",
-           "steps_for", "vae_factor"]
+           "set_module_attention", "steps_for", "vae_factor"]
