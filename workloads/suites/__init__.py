@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .chameleon import WORKLOAD as _chameleon
 from .hstu import WORKLOAD as _hstu
+from .imagen import WORKLOAD as _imagen
 from .llama import WORKLOAD as _llama
 from .protocol import Batch, Runner, Workload
 from .sd15 import WORKLOAD as _sd15
 from .seamless import WORKLOAD as _seamless
+from .video import WORKLOAD as _video
 
-WORKLOADS: dict[str, Workload] = {wl.name: wl for wl in (_llama, _seamless, _hstu, _chameleon, _sd15)}
+WORKLOADS: dict[str, Workload] = {wl.name: wl for wl in (_llama, _seamless, _hstu, _chameleon, _sd15, _video, _imagen)}
 
 
 class UnknownWorkload(ValueError):

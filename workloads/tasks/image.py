@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .lengths import LengthDist
+from .lengths import COCO_CAPTIONS, LengthDist
 
 # The tokens around the image besides its codes: <s>, begin-image, end-image.
 MARKERS = 3
@@ -42,8 +42,7 @@ TASKS = {
     # The question comes after I-T's static prompt: 1033-1095 tokens, mean 1040.
     "IT-T": ImageTask("IT-T", LengthDist(3 + 3, 65 + 3, 10 + 3, "seed paper 1, Table II, VizWiz: 1033-1095, mean 1040"),
                       image_in=True, decode_steps=10, cfg=False, samples=4319),
-    "T-I": ImageTask("T-I", LengthDist(10, 39, 13.9, "seed paper 1, Table II and Section III-B, MSCOCO captions"),
-                     image_in=False, decode_steps=None, cfg=True, samples=500),
+    "T-I": ImageTask("T-I", COCO_CAPTIONS, image_in=False, decode_steps=None, cfg=True, samples=500),
 }
 
 # Chameleon's image processor settings (transformers' ChameleonImageProcessor): shortest edge

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .lengths import LengthDist
+from .clip_prompts import clip_ids
+from .lengths import COCO_CAPTIONS, LengthDist
 
-COCO_CAPTIONS = LengthDist(10, 39, 13.9, "MS-COCO captions: seed paper 1, Table II (T-I)")
 GUIDANCE_SCALE = 7.5   # StableDiffusionPipeline's default
-SPECIAL_TOKENS = 2     # CLIP's vocabulary ends with its begin and end tokens
 
 
 @dataclass(frozen=True)
@@ -68,21 +67,6 @@ class PromptBatch:
     def to(self, device) -> "PromptBatch":
         return PromptBatch(self.input_ids.to(device), self.latents.to(device), self.height, self.width, self.steps,
                            self.new_tokens, self.guidance_scale, list(self.prompt_lengths), self.task)
-
-
-def clip_ids(lengths, *, vocab_size: int, context: int, rng: np.random.Generator) -> torch.Tensor:
-    """(B, context) token ids of prompts of `lengths` tokens, laid out as CLIP's tokenizer does."""
-    bos, eos = vocab_size - 2, vocab_size - 1
-    limit = context - SPECIAL_TOKENS
-    over = [n for n in lengths if n > limit]
-    if over:
-        raise ValueError(f"a prompt of {max(over)} tokens does not fit CLIP's {context}-token context: at most "
-                         f"{limit} prompt tokens between its begin and end tokens")
-    ids = np.full((len(lengths), context), eos, dtype=np.int64)
-    ids[:, 0] = bos
-    for i, n in enumerate(lengths):
-        ids[i, 1:n + 1] = rng.integers(0, vocab_size - SPECIAL_TOKENS, size=n)
-    return torch.from_numpy(ids)
 
 
 def batch_from_lengths(lengths, *, vocab_size: int, context: int, latent_channels: int, factor: int, height: int,

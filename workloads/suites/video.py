@@ -1,0 +1,109 @@
+"""Make-A-Video-like text to video by latent diffusion (seed paper 2, Sec. VI), as ModelScope's
+open text-to-video model: CLIP text encoding, 50 guided denoising steps of a UNet3D over 16
+frames at once (spatial, cross and temporal attention), the autoencoder's decode of every frame.
+
+A denoising step is the decode step of the harness: TTFT is text encoding and the first step,
+TPOT the time per denoising step (engine/video_diffusion.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..engine.cache import DecoderCache
+from ..engine.plan import Plan
+from ..engine.video_diffusion import VideoRunner
+from ..models import video
+from ..models.common import Preset
+from ..tasks import text_to_video
+from .base import MAX_BATCH_MEMORY, Family, batch_that_fits
+
+
+@dataclass
+class VideoWorkload(Family):
+    name: str = "video"
+    family: object = video
+    tasks: dict = field(default_factory=lambda: dict(text_to_video.TASKS))
+    # Fused attention first, as for Stable Diffusion; compile and cuda_graph need a static
+    # denoising step this engine does not have yet.
+    ladder: tuple[str, ...] = ("eager", "sdpa")
+    # None yet: a pull request's head and base would each pay 50 eager UNet3D evaluations over 16
+    # frames a round for a case no GPU run has measured.
+    pr_levers: tuple[str, ...] = ()
+    pr_tasks: tuple[str, ...] = ()
+    sources: tuple[str, ...] = (   # see suites.foreign_sources
+        "workloads/models/video.py", "workloads/tasks/text_to_video.py", "workloads/engine/video_diffusion.py",
+        "workloads/suites/video.py", "perf_tests/test_video.py",
+    )
+    compile_tuning: bool = True   # the denoising steps are nearly all of the run
+    module_groups: dict = field(default_factory=lambda: {
+        "text_encoder": ("text_encoder",), "denoise": ("unet",), "vae": ("vae",),
+    })
+    share_spans: tuple | None = None
+    # Seed paper 2, Fig. 7's kinds, with temporal attention apart (Fig. 12): the temporal
+    # transformers' attention modules are diffusers' Attention under the name TemporalAttention
+    # (models/video.py), so their scores, softmax and weighted sums are counted on their own.
+    # UNet3D's temporal convolutions are Conv3d.
+    operator_groups: dict = field(default_factory=lambda: {
+        "convolution": ("Conv2d", "Conv3d"), "temporal_attention": ("TemporalAttention",),
+        "attention": ("Attention", "CLIPAttention"), "linear": ("Linear", "LoRACompatibleLinear"),
+        "norm": ("GroupNorm", "LayerNorm"),
+    })
+    tiny_max_batch: int = 2   # CPU seconds: each prompt is 4 frames
+
+    def check_checkpoint(self, path: str) -> None:
+        video.check_checkpoint(path)
+
+    def supports_for(self, task: str) -> frozenset[str]:
+        return frozenset()   # no static denoising step yet: compile and cuda_graph say so and skip
+
+    def cache_group(self, task: str) -> str:
+        return task
+
+    def inputs(self, task: str, scale: str, batch: int, model, device) -> text_to_video.VideoBatch:
+        te = model.text_encoder.config
+        b = text_to_video.make_batch(
+            task, scale, batch, evaluations_of=lambda steps: video.denoising_evaluations(model.scheduler, steps),
+            vocab_size=te.vocab_size, context=te.max_position_embeddings,
+            latent_channels=model.unet.config.in_channels, factor=video.vae_factor(model), device=device)
+        b.latents = b.latents.to(model.unet.dtype)
+        return b
+
+    def max_batch(self, preset: Preset, task: str) -> int:
+        """2 at tiny scale; else the largest batch whose eager run fits in 90% of 80 GB in bf16.
+        Per prompt: two rows (guidance) of F frames through the UNet's highest-resolution
+        spatial attention, whose classic processor holds two (rows x F x heads x L x L) tensors
+        at once (the scores and their softmax), the same for temporal attention over
+        (rows x L) pixels of F frames; and the autoencoder's decode of F frames at once: each
+        frame's mid-block attention fp32 scores over its latent and four full-resolution
+        activations of the last level. At most the task's sample count. An upper bound, not
+        calibrated by a committed run: calibrating it would change the max-batch case ids."""
+        if preset.scale == "tiny":
+            return self.tiny_max_batch
+        t, cfg = self.tasks[task], preset.config
+        size, frames = t.frame_size[preset.scale], t.frames[preset.scale]
+        factor = 2 ** (len(cfg["vae"]["block_out_channels"]) - 1)
+        L = (size // factor) ** 2
+        u = cfg["unet"]
+        # UNet3D's `attention_head_dim` is a head's width: the first level has channels / width heads.
+        heads = u["block_out_channels"][0] // u["attention_head_dim"]
+        spatial = 2 * frames * heads * L * L * 2 * 2
+        temporal = 2 * L * heads * frames * frames * 2 * 2
+        vae = frames * (L * L * 4 + 4 * cfg["vae"]["block_out_channels"][0] * size * size * 2)
+        # The published model's weights at every scale, needing no model built, so that cases
+        # are listed where diffusers is not installed.
+        weights = video.PARAMS_BOUND * 2
+        fit = int((MAX_BATCH_MEMORY - weights) // (spatial + temporal + vae))
+        return batch_that_fits(min(fit, t.samples))
+
+    def runner(self, model, batch, plan: Plan, decoders: DecoderCache):
+        if plan.engine != "library":
+            raise ValueError(f"video has no {plan.engine!r} engine yet: only the pipeline's loop (eager, sdpa)")
+        return VideoRunner(model, batch, plan.attn_implementation)
+
+    def decode_bytes(self, model, batch) -> float:
+        """Fewest bytes a denoising step moves: the UNet's weights, read once. The step is
+        compute-bound (seed paper 2, Fig. 5), so its fraction of this floor is small by design."""
+        return float(sum(p.numel() * p.element_size() for p in model.unet.parameters()))
+
+
+WORKLOAD = VideoWorkload()

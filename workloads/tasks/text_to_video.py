@@ -1,0 +1,146 @@
+"""T-V inputs for latent video diffusion: prompts as CLIP token ids, and the seeded starting noise
+of every frame.
+
+Neither seed paper gives prompt lengths for text-to-video, so prompts take the caption lengths
+seed paper 1 publishes for text-to-image (MS-COCO: 10-39 tokens, mean 13.9, Table II, T-I):
+short captions, as text-to-video models are prompted and evaluated with. Token ids are random,
+laid out as CLIP's tokenizer lays them out (tasks/clip_prompts.py); classifier-free guidance
+adds an empty prompt per row, so the text encoder sees 2B rows.
+
+Frames, frame size and steps per scale: 16 frames of 256 x 256 and 50 steps at paper scale
+(TextToVideoSDPipeline's defaults for this model: 16 frames, 50 steps, and the UNet's sample
+size 32 times the autoencoder's factor 8), 8 frames of 128 and 25 steps small, 4 frames of 64
+and 3 steps tiny (CPU seconds).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .clip_prompts import guided_ids
+from .lengths import COCO_CAPTIONS, LengthDist
+
+GUIDANCE_SCALE = 9.0   # TextToVideoSDPipeline's default
+# Seed paper 2, Fig. 14 sweeps the frame count to show temporal attention's FLOPs growing with
+# its square; 8 to 64 spans ModelScope's 16 and the paper's longer projections.
+FRAME_SWEEP = (8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class TextToVideoTask:
+    name: str
+    prompt: LengthDist
+    frames: dict[str, int] = field(default_factory=dict)       # per scale
+    frame_size: dict[str, int] = field(default_factory=dict)   # per scale, square
+    steps: dict[str, int] = field(default_factory=dict)        # inference steps per scale
+    guidance_scale: float = GUIDANCE_SCALE
+    samples: int = 500           # the caption set's size: seed paper 1, Table III (MS-COCO prompts)
+
+
+TASKS: dict[str, TextToVideoTask] = {
+    "T-V": TextToVideoTask("T-V", COCO_CAPTIONS, frames={"tiny": 4, "small": 8, "paper": 16},
+                           frame_size={"tiny": 64, "small": 128, "paper": 256},
+                           steps={"tiny": 3, "small": 25, "paper": 50}),
+}
+
+
+@dataclass
+class VideoBatch:
+    """B prompts and their empty prompts as CLIP token ids, and the noise every frame's latent
+    starts from."""
+
+    input_ids: torch.Tensor      # (2B, context): the B prompts, then B empty prompts
+    latents: torch.Tensor        # (B, latent channels, frames, height / f, width / f), seeded standard normal
+    height: int
+    width: int
+    steps: int                   # inference steps the pipeline is asked for
+    new_tokens: int              # UNet evaluations those steps make: the run's "decode steps"
+    guidance_scale: float
+    prompt_lengths: list[int]    # tokens of each prompt, begin and end tokens not counted
+    task: str = "custom"
+
+    @property
+    def batch(self) -> int:
+        return self.latents.shape[0]
+
+    @property
+    def frames(self) -> int:
+        return self.latents.shape[2]
+
+    @property
+    def prompt_ids(self) -> torch.Tensor:
+        return self.input_ids[: self.batch]
+
+    @property
+    def empty_ids(self) -> torch.Tensor:
+        return self.input_ids[self.batch:]
+
+    def to(self, device) -> "VideoBatch":
+        return VideoBatch(self.input_ids.to(device), self.latents.to(device), self.height, self.width, self.steps,
+                          self.new_tokens, self.guidance_scale, list(self.prompt_lengths), self.task)
+
+
+def batch_from_lengths(lengths, *, frames: int, vocab_size: int, context: int, latent_channels: int, factor: int,
+                       height: int, width: int, steps: int, evaluations: int, guidance_scale: float = GUIDANCE_SCALE,
+                       seed: int = 0, task: str = "custom", device=None) -> VideoBatch:
+    """A batch of prompts of the given lengths, each to a video of `frames` frames; `evaluations`
+    is what the model's scheduler makes of `steps`. The noise is drawn on the CPU from `seed`,
+    so every device and every lever starts from the same latents."""
+    lengths = [int(n) for n in lengths]
+    if not lengths:
+        raise ValueError("a batch needs at least one prompt")
+    if min(lengths) < 0:
+        raise ValueError(f"prompt lengths must be >= 0 tokens, got {lengths}")
+    if frames < 1:
+        raise ValueError(f"a video needs at least 1 frame, got {frames}")
+    if steps < 1:
+        raise ValueError(f"the number of denoising steps must be at least 1, got {steps}")
+    for name, n in (("height", height), ("width", width)):
+        if n < factor or n % factor:
+            raise ValueError(f"frame {name} {n} px is not a positive multiple of the autoencoder's downsampling "
+                             f"factor {factor}: each frame's latent is the frame divided by {factor}")
+    rng = np.random.default_rng([seed, len(lengths)])
+    ids = guided_ids(lengths, vocab_size=vocab_size, context=context, rng=rng)
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn((len(lengths), latent_channels, frames, height // factor, width // factor), generator=g)
+    b = VideoBatch(ids, latents, height, width, steps, evaluations, guidance_scale, lengths, task)
+    return b.to(device) if device is not None else b
+
+
+def make_batch(task: str, scale: str, batch: int, *, evaluations_of, frames: int | None = None,
+               **model_facts) -> VideoBatch:
+    """A seeded batch of `batch` prompts with lengths drawn from the task's distribution, at the
+    task's frame count (or `frames`), frame size and step count for `scale`.
+    `evaluations_of(steps)` is the UNet evaluations the model's scheduler makes of them;
+    `model_facts` are batch_from_lengths' other model arguments (vocabulary, context, latent
+    channels, factor, device)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown text-to-video task {task!r}; known: {sorted(TASKS)}")
+    if batch < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch}")
+    t = TASKS[task]
+    rng = np.random.default_rng([0, batch])
+    size, steps = t.frame_size[scale], t.steps[scale]
+    return batch_from_lengths(t.prompt.draw(batch, rng), frames=t.frames[scale] if frames is None else frames,
+                              height=size, width=size, steps=steps, evaluations=evaluations_of(steps),
+                              guidance_scale=t.guidance_scale, task=task, **model_facts)
+
+
+def frame_sweep(lo: int = FRAME_SWEEP[0], hi: int = FRAME_SWEEP[-1]) -> tuple[int, ...]:
+    """Frame counts from `lo` to `hi`, doubling (8, 16, 32, 64 by default): the x-axis of seed
+    paper 2, Fig. 14, where temporal attention's FLOPs grow with the square of the count."""
+    if lo < 1:
+        raise ValueError(f"a frame sweep starts at 1 frame or more, got {lo}")
+    if hi < lo:
+        raise ValueError(f"a frame sweep ends at or after its start: {lo} to {hi}")
+    out, n = [], lo
+    while n <= hi:
+        out.append(n)
+        n *= 2
+    return tuple(out)
+
+
+__all__ = ["FRAME_SWEEP", "GUIDANCE_SCALE", "TASKS", "TextToVideoTask", "VideoBatch",
+           "batch_from_lengths", "frame_sweep", "make_batch"]
