@@ -15,6 +15,8 @@ from workloads.suites import WORKLOADS
 from workloads.suites.matrix import matrix
 from workloads.tasks import pixel_cascade
 
+from .diffusion_helpers import run
+
 pytest.importorskip("diffusers", reason="imagen runs diffusers' UNets; install diffusers (pip install diffusers)")
 
 CPU = torch.device("cpu")
@@ -48,10 +50,7 @@ def _batch(model, lengths=(12,), steps=(2, 1), seed=0, sizes=(16, 32)):
 
 
 def _run(model, batch, implementation, stopwatch=None, new_tokens=None):
-    runner = CascadeRunner(model, batch, implementation)
-    runner.prepare()
-    runner.run(stopwatch, new_tokens)
-    return runner
+    return run(CascadeRunner, model, batch, implementation, stopwatch, new_tokens)
 
 
 # -- the published model ---------------------------------------------------------------------

@@ -7,13 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workloads.engine.video_diffusion import VideoRunner
-from workloads.levers import Context, plan_for
+from workloads.levers import plan_for
 from workloads.measure.timing import Stopwatch
 from workloads.models import video
 from workloads.models.common import CheckpointError, parameter_count
 from workloads.suites import WORKLOADS
 from workloads.suites.matrix import matrix
 from workloads.tasks import text_to_video
+
+from .diffusion_helpers import (check_clip_layout_and_seeded_noise,
+                               check_the_plan_selects_the_attention_processors, latent_batch, run)
 
 pytest.importorskip("diffusers", reason="video runs diffusers' UNet3D; install diffusers (pip install diffusers)")
 
@@ -41,18 +44,11 @@ def paper_unet():
 
 
 def _batch(pipe, lengths=(12,), steps=2, seed=0, size=64, frames=4):
-    te = pipe.text_encoder.config
-    return text_to_video.batch_from_lengths(
-        lengths, frames=frames, vocab_size=te.vocab_size, context=te.max_position_embeddings, latent_channels=4,
-        factor=video.vae_factor(pipe), height=size, width=size, steps=steps,
-        evaluations=video.denoising_evaluations(pipe.scheduler, steps), seed=seed)
+    return latent_batch(text_to_video, pipe, lengths, steps=steps, seed=seed, size=size, frames=frames)
 
 
 def _run(pipe, batch, implementation, stopwatch=None, new_tokens=None):
-    runner = VideoRunner(pipe, batch, implementation)
-    runner.prepare()
-    runner.run(stopwatch, new_tokens)
-    return runner
+    return run(VideoRunner, pipe, batch, implementation, stopwatch, new_tokens)
 
 
 # -- the published model ---------------------------------------------------------------------
@@ -82,16 +78,9 @@ def test_every_scale_has_a_preset_with_the_published_layout():
 
 # -- inputs ----------------------------------------------------------------------------------
 def test_prompts_are_laid_out_as_clips_tokenizer_does_and_noise_is_seeded(tiny):
-    b = _batch(tiny, lengths=(3, 75), frames=5)
-    bos, eos = 998, 999
-    assert b.input_ids.shape == (4, 77) and b.latents.shape == (2, 4, 5, 8, 8) and b.frames == 5
-    p = b.prompt_ids
-    assert (p[:, 0] == bos).all() and (p[0, 4:] == eos).all() and (p[0, 1:4] < bos).all()
-    assert (p[1, 1:76] < bos).all() and p[1, 76] == eos
-    assert (b.empty_ids[:, 0] == bos).all() and (b.empty_ids[:, 1:] == eos).all()
-    again = _batch(tiny, lengths=(3, 75), frames=5)
-    assert torch.equal(again.input_ids, b.input_ids) and torch.equal(again.latents, b.latents)
-    assert not torch.equal(_batch(tiny, lengths=(3, 75), frames=5, seed=1).latents, b.latents)
+    b = check_clip_layout_and_seeded_noise(lambda seed: _batch(tiny, lengths=(3, 75), frames=5, seed=seed),
+                                           (2, 4, 5, 8, 8))
+    assert b.frames == 5
     made = WL.inputs("T-V", "tiny", 2, tiny, CPU)
     assert made.batch == 2 and all(10 <= n <= 39 for n in made.prompt_lengths)
     assert (made.frames, made.height, made.steps, made.new_tokens) == (4, 64, 3, 3)
@@ -200,15 +189,7 @@ def test_a_case_records_its_steps_attention_calls(tiny):
 
 
 def test_the_plan_selects_the_attention_processors(tiny):
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-    ctx = Context(CPU, WL.supports_for("T-V"))
-    for lever, cls in (("eager", AttnProcessor), ("sdpa", AttnProcessor2_0)):
-        plan, reason = plan_for(lever, ctx, WL.ladder)
-        assert reason is None
-        WL.runner(tiny, _batch(tiny), plan, None).prepare()
-        assert {type(p) for net in (tiny.unet, tiny.vae) for p in net.attn_processors.values()} == {cls}
-        assert tiny.text_encoder.config._attn_implementation == lever == video.attn_implementation(tiny)
+    ctx = check_the_plan_selects_the_attention_processors(WL, "T-V", tiny, video, _batch(tiny))
     plan, reason = plan_for("compile", ctx, WL.ladder)
     assert plan is None and "static" in reason
     # The operator breakdown tells temporal attention apart by its modules' class name.

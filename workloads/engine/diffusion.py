@@ -29,6 +29,7 @@ from .cache import DecoderCache
 from .graphs import capture_graph, compile_own, decode_step_options, null_span, warm_on_side_stream
 from .plan import Plan
 from .quantize import quantize_linears
+from .denoising import SharedModelRunner
 from .runner import RunnerBase, module_spans
 
 
@@ -66,33 +67,24 @@ class _Marks:
         return kwargs
 
 
-class PipelineRunner(RunnerBase):
+class PipelineRunner(SharedModelRunner):
     """diffusers' pipeline as users call it, with the plan's attention implementation."""
 
-    def __init__(self, pipe, batch, attn_implementation: str = "eager"):
-        self.pipe = pipe
-        self.batch = batch
-        self.attn_implementation = attn_implementation
-        self.latents = self.image = None
-        self._attention = None
+    set_attention = staticmethod(sd15.set_attn_implementation)
+    attention_record = staticmethod(attention_record)
 
-    def prepare(self) -> None:
-        # The pipeline is shared with the other rungs of the case: each sets what it needs.
-        sd15.set_attn_implementation(self.pipe, self.attn_implementation)
+    def __init__(self, pipe, batch, attn_implementation: str = "eager"):
+        super().__init__(pipe, batch, attn_implementation)
+        self.latents = self.image = None
 
     def outputs(self) -> dict:
         return {"latents": self.latents, "image": self.image}
-
-    def recorded(self) -> dict:
-        if self._attention is None:
-            self._attention = attention_record(self.pipe, self.batch)
-        return {"attention_calls": self._attention}
 
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None):
         """The images (B, 3, H, W) in [0, 1] are kept in `image`, the final latents in `latents`;
         returns None: an image has no tokens whose agreement with eager's could be counted."""
-        b, pipe = self.batch, self.pipe
+        b, pipe = self.batch, self.model
         evaluations = new_tokens or b.new_tokens
         steps = b.steps if new_tokens is None else sd15.steps_for(pipe.scheduler, new_tokens)
         marks = _Marks(stopwatch, evaluations)

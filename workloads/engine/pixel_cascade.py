@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models import imagen
-from .runner import RunnerBase, module_spans
+from .denoising import SharedModelRunner
+from .runner import module_spans
 
 
 def _spanned(model):
@@ -48,44 +49,37 @@ def _guided(noise_pred: torch.Tensor, channels: int, scale: float) -> torch.Tens
     return torch.cat([uncond + scale * (text - uncond), variance], dim=1)
 
 
-class CascadeRunner(RunnerBase):
+def attention_record(model, batch) -> dict:
+    """The attention calls of one denoising step of each stage at this batch's sizes (seed
+    paper 2, Figs. 8 and 9), from the UNets' meta-device twins. The top level is stage I's
+    (the step the harness counts; what the report's table reads), `stages` has both."""
+    context = batch.input_ids.shape[-1]
+    stages = {}
+    for name, unet, (h, w) in (("stage_1", model.unet_1, batch.size_1), ("stage_2", model.unet_2, batch.size_2)):
+        calls = imagen.attention_calls(unet, h, w, context)
+        stages[name] = {
+            "per_step": len(calls),
+            "self_query": [q for _, q, _, _ in calls],
+            "key": [k for _, _, k, _ in calls],
+            "cross_key": sorted({t for _, _, _, t in calls if t}),
+            "kinds": sorted({kind for kind, _, _, _ in calls}),
+        }
+    return dict(stages["stage_1"], stages=stages)
+
+
+class CascadeRunner(SharedModelRunner):
     """The two stages as IF's pipelines run them, with the plan's attention implementation."""
 
+    set_attention = staticmethod(imagen.set_attn_implementation)
+    attention_record = staticmethod(attention_record)
+
     def __init__(self, model, batch, attn_implementation: str = "eager"):
-        self.model = model
-        self.batch = batch
-        self.attn_implementation = attn_implementation
+        super().__init__(model, batch, attn_implementation)
         self.stage_1_image = self.image = None
         self.evaluations = (0, 0)
-        self._attention = None
-
-    def prepare(self) -> None:
-        # The model is shared with the other rungs of the case: each sets what it needs.
-        imagen.set_attn_implementation(self.model, self.attn_implementation)
 
     def outputs(self) -> dict:
         return {"stage_1": self.stage_1_image, "image": self.image}
-
-    def recorded(self) -> dict:
-        """The attention calls of one denoising step of each stage at this batch's sizes (seed
-        paper 2, Figs. 8 and 9), from the UNets' meta-device twins. The top level is stage I's
-        (the step the harness counts; what the report's table reads), `stages` has both."""
-        if self._attention is None:
-            b = self.batch
-            context = b.input_ids.shape[-1]
-            stages = {}
-            for name, unet, (h, w) in (("stage_1", self.model.unet_1, b.size_1),
-                                       ("stage_2", self.model.unet_2, b.size_2)):
-                calls = imagen.attention_calls(unet, h, w, context)
-                stages[name] = {
-                    "per_step": len(calls),
-                    "self_query": [q for _, q, _, _ in calls],
-                    "key": [k for _, _, k, _ in calls],
-                    "cross_key": sorted({t for _, _, _, t in calls if t}),
-                    "kinds": sorted({kind for kind, _, _, _ in calls}),
-                }
-            self._attention = dict(stages["stage_1"], stages=stages)
-        return {"attention_calls": self._attention}
 
     def _denoise(self, unet, sched, sample, embeds, steps, guidance, generator, stopwatch, *, upscaled=None,
                  class_labels=None, first=False, last=False):

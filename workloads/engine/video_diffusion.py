@@ -20,7 +20,8 @@ import inspect
 import torch
 
 from ..models import video
-from .runner import RunnerBase, module_spans
+from .denoising import SharedModelRunner
+from .runner import module_spans
 
 
 def _spanned(pipe):
@@ -46,33 +47,24 @@ def attention_record(pipe, batch) -> dict:
             "flops": video.attention_flops(calls)}
 
 
-class VideoRunner(RunnerBase):
+class VideoRunner(SharedModelRunner):
     """The text-to-video loop with the plan's attention implementation."""
 
-    def __init__(self, pipe, batch, attn_implementation: str = "eager"):
-        self.pipe = pipe
-        self.batch = batch
-        self.attn_implementation = attn_implementation
-        self.latents = self.video = None
-        self._attention = None
+    set_attention = staticmethod(video.set_attn_implementation)
+    attention_record = staticmethod(attention_record)
 
-    def prepare(self) -> None:
-        # The model is shared with the other rungs of the case: each sets what it needs.
-        video.set_attn_implementation(self.pipe, self.attn_implementation)
+    def __init__(self, pipe, batch, attn_implementation: str = "eager"):
+        super().__init__(pipe, batch, attn_implementation)
+        self.latents = self.video = None
 
     def outputs(self) -> dict:
         return {"latents": self.latents, "video": self.video}
-
-    def recorded(self) -> dict:
-        if self._attention is None:
-            self._attention = attention_record(self.pipe, self.batch)
-        return {"attention_calls": self._attention}
 
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None):
         """The video (B, frames, 3, H, W) in [0, 1] is kept in `video`, the final latents in
         `latents`; returns None: frames have no tokens whose agreement could be counted."""
-        b, pipe = self.batch, self.pipe
+        b, pipe = self.batch, self.model
         sched = pipe.scheduler
         steps = b.steps if new_tokens is None else video.steps_for(sched, new_tokens)
         with module_spans(stopwatch, _spanned(pipe)):
@@ -106,7 +98,7 @@ class VideoRunner(RunnerBase):
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Every frame through the autoencoder's decoder in one call, as the pipeline decodes."""
-        vae = self.pipe.vae
+        vae = self.model.vae
         bsz, channels, frames, h, w = latents.shape
         flat = (latents / vae.config.scaling_factor).permute(0, 2, 1, 3, 4).reshape(bsz * frames, channels, h, w)
         image = vae.decode(flat).sample

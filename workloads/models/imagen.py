@@ -29,13 +29,13 @@ list its cases, and a GPU runner may have no diffusers installed.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .common import CheckpointError, Preset, default_dtype
+from . import diffusion
+from .common import CheckpointError, Preset
 
 MODEL_TYPE = "deepfloyd-if"
 
@@ -136,6 +136,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 IMPLEMENTATIONS = ("eager", "sdpa")
+_LABEL = "DeepFloyd IF"
 
 
 def _processors() -> dict:
@@ -172,14 +173,7 @@ def _components(preset: Preset) -> dict[str, nn.Module]:
             "unet_2": UNet2DConditionModel.from_config(dict(c["unet_2"]))}
 
 
-def meta_components(preset: Preset) -> dict[str, nn.Module]:
-    """The three networks on the meta device: shapes and parameter counts without memory."""
-    with torch.device("meta"):
-        return _components(preset)
-
-
-def meta_model(preset: Preset) -> nn.Module:
-    return nn.ModuleDict(meta_components(preset))
+meta_components, meta_model = diffusion.meta_builders(_components)
 
 
 def schedulers() -> dict:
@@ -193,22 +187,9 @@ def build(preset: Preset, device, *, dtype: torch.dtype | None = None, checkpoin
           seed: int = 0) -> Cascade:
     """The cascade on `device`, its networks in eval mode: random weights (seeded) or local
     pipeline directories (check_checkpoint)."""
-    dtype = dtype or default_dtype(device)
-    if checkpoint is not None:
-        components, scheds = _load(check_checkpoint(checkpoint), dtype)
-    else:
-        torch.manual_seed(seed)
-        # Made in their dtype where they live: diffusers' `to(dtype)` warns on every cast.
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with torch.device(device):
-                components = _components(preset)
-        finally:
-            torch.set_default_dtype(previous)
-        scheds = schedulers()
-    for m in components.values():
-        m.to(device).eval().requires_grad_(False)
+    components, scheds = diffusion.build_parts(preset, device, dtype=dtype, checkpoint=checkpoint, seed=seed,
+                                               make=_components, schedulers=schedulers, check=check_checkpoint,
+                                               load=_load)
     model = Cascade(**components, **scheds)
     set_attn_implementation(model, "eager")
     return model
@@ -217,50 +198,25 @@ def build(preset: Preset, device, *, dtype: torch.dtype | None = None, checkpoin
 def set_attn_implementation(model: Cascade, implementation: str) -> None:
     """The attention of every network: T5's through transformers, the UNets' through diffusers'
     added-KV processors."""
-    processors = _processors()
-    if implementation not in processors:
-        raise ValueError(f"unknown DeepFloyd IF attention implementation {implementation!r}; "
-                         f"known: {IMPLEMENTATIONS}")
-    te = model.text_encoder
-    if te.config._attn_implementation != implementation:
-        te.set_attn_implementation(implementation)
-    cls = processors[implementation]
-    for unet in model.unets:
-        if any(type(p) is not cls for p in unet.attn_processors.values()):
-            unet.set_attn_processor(cls())
+    diffusion.set_attention(model.text_encoder, model.unets, _processors(), implementation, _LABEL)
 
 
 def attn_implementation(model: Cascade) -> str:
-    kinds = {type(p) for unet in model.unets for p in unet.attn_processors.values()}
-    for name, cls in _processors().items():
-        if kinds == {cls}:
-            return name
-    return "mixed"
+    return diffusion.attention_of(model.unets, _processors())
 
 
-class _Recording:
-    """An attention processor that notes each call's kind and lengths, then runs the one it
-    wraps. IF's blocks attend once over the pixels and the text together: the text tokens'
-    added keys and values are concatenated before the pixels' own (only_cross_attention False),
-    so a call's key length is the text's plus the query's."""
-
-    def __init__(self, inner, calls: list):
-        self.inner, self.calls = inner, calls
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
-        q = _length(hidden_states)
+def _note(name: str):
+    # IF's blocks attend once over the pixels and the text together: the text tokens' added keys
+    # and values are concatenated before the pixels' own (only_cross_attention False), so a
+    # call's key length is the text's plus the query's.
+    def note(attn, hidden_states, encoder_hidden_states):
+        q = diffusion.token_length(hidden_states)
         if encoder_hidden_states is None:
-            call = ("self", q, q, 0)
-        else:
-            text = int(encoder_hidden_states.shape[1])
-            call = ("text", q, text, text) if attn.only_cross_attention else ("self+text", q, text + q, text)
-        self.calls.append(call)
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+            return ("self", q, q, 0)
+        text = int(encoder_hidden_states.shape[1])
+        return ("text", q, text, text) if attn.only_cross_attention else ("self+text", q, text + q, text)
 
-
-def _length(x: torch.Tensor) -> int:
-    # (batch, tokens, channels), or (batch, channels, height, width): the added-KV blocks' input
-    return int(x.shape[1]) if x.dim() == 3 else int(x.shape[2] * x.shape[3])
+    return note
 
 
 def attention_calls(unet, height: int, width: int, context: int = T5_CONTEXT) -> list[tuple[str, int, int, int]]:
@@ -268,17 +224,7 @@ def attention_calls(unet, height: int, width: int, context: int = T5_CONTEXT) ->
     one denoising step of `unet` over `height` x `width` pixels, in call order (seed paper 2,
     Figs. 8 and 9). The UNet's twin on the meta device runs diffusers' own forward on shapes
     alone: no memory and no compute, at any image size."""
-    with torch.device("meta"):
-        twin = type(unet).from_config(unet.config)
-    calls: list = []
-    twin.set_attn_processor({name: _Recording(p, calls) for name, p in twin.attn_processors.items()})
-    cfg = unet.config
-    with torch.device("meta"), torch.no_grad():
-        sample = torch.empty(2, cfg.in_channels, height, width)
-        embeds = torch.empty(2, context, cfg.encoder_hid_dim or cfg.cross_attention_dim)
-        labels = torch.ones(2, dtype=torch.long) if cfg.class_embed_type is not None else None
-        twin(sample, torch.tensor(1), encoder_hidden_states=embeds, class_labels=labels)
-    return calls
+    return diffusion.meta_attention_calls(unet, _note, (height, width), context=context)
 
 
 def downsampling_factor(unet_config) -> int:
@@ -299,29 +245,16 @@ def check_checkpoint(path: str | Path) -> Path:
     unet/ with a config.json and safetensors weights each, scheduler/scheduler_config.json) and
     stage_2/ (IF-II-L: model_index.json, unet/, scheduler/ and image_noising_scheduler/; its text
     encoder, if saved, is not used: stage I's encodes for both)."""
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise CheckpointError(f"checkpoint path {p} is not a directory")
+    p = diffusion.checkpoint_root(path)
     for stage, (weights, scheds) in _STAGES.items():
-        s = p / stage
-        if not s.is_dir():
+        if not (p / stage).is_dir():
             raise CheckpointError(f"checkpoint path {p} has no {stage}/ (one diffusers pipeline directory per stage: "
                                   f"stage_1/ for IF-I, stage_2/ for IF-II)")
-        if not (s / "model_index.json").is_file():
-            raise CheckpointError(f"checkpoint path {p} has no {stage}/model_index.json (a diffusers pipeline directory)")
-        for sub in weights:
-            if not (s / sub / "config.json").is_file():
-                raise CheckpointError(f"checkpoint path {p} has no {stage}/{sub}/config.json")
-            if not any((s / sub).glob("*.safetensors")):
-                raise CheckpointError(f"checkpoint path {p} has no {stage}/{sub}/*.safetensors weights")
-        for sub in scheds:
-            if not (s / sub / "scheduler_config.json").is_file():
-                raise CheckpointError(f"checkpoint path {p} has no {stage}/{sub}/scheduler_config.json")
+        diffusion.check_pipeline_dir(p, stage, weights=weights, schedulers=scheds)
     return p
 
 
 def _load(p: Path, dtype: torch.dtype):
-    import diffusers
     from diffusers import UNet2DConditionModel
     from transformers import T5EncoderModel
 
@@ -332,14 +265,10 @@ def _load(p: Path, dtype: torch.dtype):
         "unet_2": UNet2DConditionModel.from_pretrained(p / "stage_2", subfolder="unet", torch_dtype=dtype,
                                                        local_files_only=True),
     }
-    scheds = {}
-    for name, (stage, sub) in {"scheduler_1": ("stage_1", "scheduler"), "scheduler_2": ("stage_2", "scheduler"),
-                               "image_noising_scheduler": ("stage_2", "image_noising_scheduler")}.items():
-        cfg = json.loads((p / stage / sub / "scheduler_config.json").read_text())
-        cls = getattr(diffusers, cfg.get("_class_name", "DDPMScheduler"), None)
-        if cls is None:
-            raise CheckpointError(f"checkpoint path {p}: {stage}/{sub} class {cfg.get('_class_name')!r} is not in diffusers")
-        scheds[name] = cls.from_config(cfg)
+    where = {"scheduler_1": ("stage_1", "scheduler"), "scheduler_2": ("stage_2", "scheduler"),
+             "image_noising_scheduler": ("stage_2", "image_noising_scheduler")}
+    scheds = {name: diffusion.load_scheduler(p, p / stage / sub, "DDPMScheduler", f"{stage}/{sub}")
+              for name, (stage, sub) in where.items()}
     return components, scheds
 
 

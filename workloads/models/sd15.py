@@ -12,13 +12,14 @@ list its cases, and diffusers' import costs about a second.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .common import CheckpointError, Preset, default_dtype
+from . import diffusion
+from .common import Preset
+from .diffusion import denoising_evaluations, steps_for, token_length, vae_factor
 
 MODEL_TYPE = "stable-diffusion"
 
@@ -83,35 +84,15 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _processors() -> dict:
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-    # eager: diffusers' classic processor, the scores materialized (baddbmm, softmax, bmm);
-    # sdpa: torch's scaled_dot_product_attention.
-    return {"eager": AttnProcessor, "sdpa": AttnProcessor2_0}
-
-
 IMPLEMENTATIONS = ("eager", "sdpa")
+_LABEL = "Stable Diffusion"
 
 
 def _components(preset: Preset) -> dict[str, nn.Module]:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    c = preset.config
-    return {"text_encoder": CLIPTextModel(CLIPTextConfig(**c["text_encoder"])),
-            "unet": UNet2DConditionModel.from_config(dict(c["unet"])),
-            "vae": AutoencoderKL.from_config(dict(c["vae"]))}
+    return diffusion.latent_components(preset, "UNet2DConditionModel")
 
 
-def meta_components(preset: Preset) -> dict[str, nn.Module]:
-    """The three networks on the meta device: shapes and parameter counts without memory."""
-    with torch.device("meta"):
-        return _components(preset)
-
-
-def meta_model(preset: Preset) -> nn.Module:
-    return nn.ModuleDict(meta_components(preset))
+meta_components, meta_model = diffusion.meta_builders(_components)
 
 
 def scheduler():
@@ -132,22 +113,9 @@ def _pipeline(components: dict, sched):
 def build(preset: Preset, device, *, dtype: torch.dtype | None = None, checkpoint: str | None = None, seed: int = 0):
     """diffusers' StableDiffusionPipeline on `device`, its networks in eval mode: random
     weights (seeded) or a local pipeline directory."""
-    dtype = dtype or default_dtype(device)
-    if checkpoint is not None:
-        components, sched = _load(check_checkpoint(checkpoint), dtype)
-    else:
-        torch.manual_seed(seed)
-        # Made in their dtype where they live: diffusers' `to(dtype)` warns on every cast.
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with torch.device(device):
-                components = _components(preset)
-        finally:
-            torch.set_default_dtype(previous)
-        sched = scheduler()
-    for m in components.values():
-        m.to(device).eval().requires_grad_(False)
+    components, sched = diffusion.build_parts(preset, device, dtype=dtype, checkpoint=checkpoint, seed=seed,
+                                              make=_components, schedulers=scheduler, check=check_checkpoint,
+                                              load=_load)
     pipe = _pipeline(components, sched)
     set_attn_implementation(pipe, "eager")
     return pipe
@@ -156,134 +124,40 @@ def build(preset: Preset, device, *, dtype: torch.dtype | None = None, checkpoin
 def set_attn_implementation(pipe, implementation: str) -> None:
     """The attention of every network of the pipeline: the text encoder's through transformers,
     the UNet's and the autoencoder's through diffusers' attention processors."""
-    processors = _processors()
-    if implementation not in processors:
-        raise ValueError(f"unknown Stable Diffusion attention implementation {implementation!r}; "
-                         f"known: {IMPLEMENTATIONS}")
-    te = pipe.text_encoder
-    if te.config._attn_implementation != implementation:
-        te.set_attn_implementation(implementation)
-    for net in (pipe.unet, pipe.vae):
-        set_module_attention(net, implementation)
+    diffusion.set_attention(pipe.text_encoder, (pipe.unet, pipe.vae), diffusion.attention_processors(),
+                            implementation, _LABEL)
 
 
 def set_module_attention(net, implementation: str) -> None:
     """One diffusers network's attention processors (a UNet's or an autoencoder's)."""
-    processors = _processors()
-    if implementation not in processors:
-        raise ValueError(f"unknown Stable Diffusion attention implementation {implementation!r}; "
-                         f"known: {IMPLEMENTATIONS}")
-    cls = processors[implementation]
-    if any(type(p) is not cls for p in net.attn_processors.values()):
-        net.set_attn_processor(cls())
+    diffusion.set_net_attention(net, diffusion.attention_processors(), implementation, _LABEL)
 
 
 def attn_implementation(pipe) -> str:
-    kinds = {type(p) for net in (pipe.unet, pipe.vae) for p in net.attn_processors.values()}
-    for name, cls in _processors().items():
-        if kinds == {cls}:
-            return name
-    return "mixed"
+    return diffusion.attention_of((pipe.unet, pipe.vae), diffusion.attention_processors())
 
 
-class _Recording:
-    """An attention processor that notes each call's kind and lengths, then runs the one it
-    wraps: whatever implementation is set, its calls are the model's."""
-
-    def __init__(self, inner, calls: list):
-        self.inner, self.calls = inner, calls
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
-                 *args, **kwargs):
+def _note(name: str):
+    def note(attn, hidden_states, encoder_hidden_states):
         keys = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        self.calls.append(("self" if encoder_hidden_states is None else "cross", _length(hidden_states), _length(keys)))
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        return ("self" if encoder_hidden_states is None else "cross", token_length(hidden_states), token_length(keys))
 
-
-def _length(x: torch.Tensor) -> int:
-    # (batch, tokens, channels), or (batch, channels, height, width) where a block attends over pixels
-    return int(x.shape[1]) if x.dim() == 3 else int(x.shape[2] * x.shape[3])
+    return note
 
 
 def attention_calls(unet, latent_height: int, latent_width: int,
                     context: int = CLIP_CONTEXT) -> list[tuple[str, int, int]]:
     """(kind, query length, key length) of every attention call of one denoising step of `unet`
-    over latents of `latent_height` x `latent_width`, in call order (seed paper 2, Fig. 8). The
-    UNet's twin on the meta device runs diffusers' own forward on shapes alone: no memory and no
-    compute, at any image size."""
-    with torch.device("meta"):
-        twin = type(unet).from_config(unet.config)
-    calls: list = []
-    twin.set_attn_processor({name: _Recording(p, calls) for name, p in twin.attn_processors.items()})
-    with torch.device("meta"), torch.no_grad():
-        latents = torch.empty(2, unet.config.in_channels, latent_height, latent_width)
-        embeds = torch.empty(2, context, unet.config.cross_attention_dim)
-        twin(latents, torch.tensor(1), encoder_hidden_states=embeds)
-    return calls
+    over latents of `latent_height` x `latent_width`, in call order (seed paper 2, Fig. 8), from
+    the UNet's meta-device twin: no memory and no compute, at any image size."""
+    return diffusion.meta_attention_calls(unet, _note, (latent_height, latent_width), context=context)
 
 
-def vae_factor(pipe) -> int:
-    """How much the autoencoder downsamples: 2 per level after the first."""
-    return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-
-
-def denoising_evaluations(sched, steps: int) -> int:
-    """UNet evaluations a run of `steps` inference steps makes: PNDM repeats one timestep
-    (50 steps are 51 evaluations), DDIM makes one a step."""
-    if steps < 1:
-        raise ValueError(f"the number of denoising steps must be at least 1, got {steps}")
-    s = type(sched).from_config(sched.config)
-    s.set_timesteps(steps)
-    return len(s.timesteps)
-
-
-def steps_for(sched, evaluations: int) -> int:
-    """The inference steps that make exactly `evaluations` UNet evaluations."""
-    for k in range(evaluations, 0, -1):
-        n = denoising_evaluations(sched, k)
-        if n == evaluations:
-            return k
-        if n < evaluations:
-            break
-    raise ValueError(f"{type(sched).__name__} makes no run of exactly {evaluations} UNet evaluations")
-
-
-_WEIGHTS = ("unet", "vae", "text_encoder")
-
-
-def check_checkpoint(path: str | Path) -> Path:
-    """A diffusers pipeline directory: model_index.json, and unet/, vae/, text_encoder/ with a
-    config.json and safetensors weights each, and scheduler/scheduler_config.json."""
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise CheckpointError(f"checkpoint path {p} is not a directory")
-    if not (p / "model_index.json").is_file():
-        raise CheckpointError(f"checkpoint path {p} has no model_index.json (a diffusers pipeline directory)")
-    for sub in _WEIGHTS:
-        if not (p / sub / "config.json").is_file():
-            raise CheckpointError(f"checkpoint path {p} has no {sub}/config.json")
-        if not any((p / sub).glob("*.safetensors")):
-            raise CheckpointError(f"checkpoint path {p} has no {sub}/*.safetensors weights")
-    if not (p / "scheduler" / "scheduler_config.json").is_file():
-        raise CheckpointError(f"checkpoint path {p} has no scheduler/scheduler_config.json")
-    return p
+check_checkpoint = diffusion.check_latent_checkpoint
 
 
 def _load(p: Path, dtype: torch.dtype):
-    import diffusers
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    components = {
-        "text_encoder": CLIPTextModel.from_pretrained(p / "text_encoder", dtype=dtype, local_files_only=True),
-        "unet": UNet2DConditionModel.from_pretrained(p, subfolder="unet", torch_dtype=dtype, local_files_only=True),
-        "vae": AutoencoderKL.from_pretrained(p, subfolder="vae", torch_dtype=dtype, local_files_only=True),
-    }
-    sched_cfg = json.loads((p / "scheduler" / "scheduler_config.json").read_text())
-    cls = getattr(diffusers, sched_cfg.get("_class_name", "PNDMScheduler"), None)
-    if cls is None:
-        raise CheckpointError(f"checkpoint path {p}: scheduler class {sched_cfg.get('_class_name')!r} is not in diffusers")
-    return components, cls.from_config(sched_cfg)
+    return diffusion.load_latent_components(p, dtype, "UNet2DConditionModel", "PNDMScheduler")
 
 
 __all__ = ["CLIP_CONTEXT", "IMPLEMENTATIONS", "PAPER_PARAMS", "PRESETS", "PUBLISHED", "attention_calls", "build",

@@ -23,7 +23,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .common import CheckpointError, Preset, default_dtype
+from . import diffusion
+from .common import CheckpointError, Preset
+from .diffusion import LATENT_WEIGHTS, denoising_evaluations, steps_for, vae_factor
 
 MODEL_TYPE = "text-to-video-ms"
 CLIP_CONTEXT = 77
@@ -99,14 +101,7 @@ PRESETS: dict[str, Preset] = {
 
 IMPLEMENTATIONS = ("eager", "sdpa")
 KINDS = ("spatial", "cross", "temporal")
-
-
-def _processors() -> dict:
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-    # eager: diffusers' classic processor, the scores materialized (baddbmm, softmax, bmm);
-    # sdpa: torch's scaled_dot_product_attention.
-    return {"eager": AttnProcessor, "sdpa": AttnProcessor2_0}
+_LABEL = "text-to-video"
 
 
 @lru_cache(maxsize=None)
@@ -149,7 +144,7 @@ class VideoPipeline:
     def save_pretrained(self, path: str | Path) -> None:
         """diffusers' pipeline layout, which `check_checkpoint` and `build(checkpoint=...)` read."""
         p = Path(path)
-        for name in _WEIGHTS:
+        for name in LATENT_WEIGHTS:
             getattr(self, name).save_pretrained(p / name)
         self.scheduler.save_pretrained(p / "scheduler")
         index = {"_class_name": "TextToVideoSDPipeline", "text_encoder": ["transformers", "CLIPTextModel"],
@@ -159,23 +154,10 @@ class VideoPipeline:
 
 
 def _components(preset: Preset) -> dict[str, nn.Module]:
-    from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    c = preset.config
-    return {"text_encoder": CLIPTextModel(CLIPTextConfig(**c["text_encoder"])),
-            "unet": UNet3DConditionModel.from_config(dict(c["unet"])),
-            "vae": AutoencoderKL.from_config(dict(c["vae"]))}
+    return diffusion.latent_components(preset, "UNet3DConditionModel")
 
 
-def meta_components(preset: Preset) -> dict[str, nn.Module]:
-    """The three networks on the meta device: shapes and parameter counts without memory."""
-    with torch.device("meta"):
-        return _components(preset)
-
-
-def meta_model(preset: Preset) -> nn.Module:
-    return nn.ModuleDict(meta_components(preset))
+meta_components, meta_model = diffusion.meta_builders(_components)
 
 
 def temporal_parameters(unet) -> int:
@@ -194,22 +176,9 @@ def build(preset: Preset, device, *, dtype: torch.dtype | None = None, checkpoin
           seed: int = 0) -> VideoPipeline:
     """The pipeline's parts on `device`, its networks in eval mode: random weights (seeded) or a
     local pipeline directory."""
-    dtype = dtype or default_dtype(device)
-    if checkpoint is not None:
-        components, sched = _load(check_checkpoint(checkpoint), dtype)
-    else:
-        torch.manual_seed(seed)
-        # Made in their dtype where they live: diffusers' `to(dtype)` warns on every cast.
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with torch.device(device):
-                components = _components(preset)
-        finally:
-            torch.set_default_dtype(previous)
-        sched = scheduler()
-    for m in components.values():
-        m.to(device).eval().requires_grad_(False)
+    components, sched = diffusion.build_parts(preset, device, dtype=dtype, checkpoint=checkpoint, seed=seed,
+                                              make=_components, schedulers=scheduler, check=check_checkpoint,
+                                              load=_load)
     _mark_temporal(components["unet"])
     pipe = VideoPipeline(**components, scheduler=sched)
     set_attn_implementation(pipe, "eager")
@@ -219,25 +188,12 @@ def build(preset: Preset, device, *, dtype: torch.dtype | None = None, checkpoin
 def set_attn_implementation(pipe, implementation: str) -> None:
     """The attention of every network: the text encoder's through transformers, the UNet's
     (spatial, cross and temporal) and the autoencoder's through diffusers' processors."""
-    processors = _processors()
-    if implementation not in processors:
-        raise ValueError(f"unknown text-to-video attention implementation {implementation!r}; "
-                         f"known: {IMPLEMENTATIONS}")
-    te = pipe.text_encoder
-    if te.config._attn_implementation != implementation:
-        te.set_attn_implementation(implementation)
-    cls = processors[implementation]
-    for net in (pipe.unet, pipe.vae):
-        if any(type(p) is not cls for p in net.attn_processors.values()):
-            net.set_attn_processor(cls())
+    diffusion.set_attention(pipe.text_encoder, (pipe.unet, pipe.vae), diffusion.attention_processors(),
+                            implementation, _LABEL)
 
 
 def attn_implementation(pipe) -> str:
-    kinds = {type(p) for net in (pipe.unet, pipe.vae) for p in net.attn_processors.values()}
-    for name, cls in _processors().items():
-        if kinds == {cls}:
-            return name
-    return "mixed"
+    return diffusion.attention_of((pipe.unet, pipe.vae), diffusion.attention_processors())
 
 
 class AttentionCall(NamedTuple):
@@ -254,20 +210,17 @@ class AttentionCall(NamedTuple):
     head_dim: int
 
 
-class _Recording:
-    """An attention processor that notes each call's kind and shape, then runs the one it wraps."""
+def _note(name: str):
+    temporal = _is_temporal(name)
 
-    def __init__(self, inner, temporal: bool, calls: list):
-        self.inner, self.temporal, self.calls = inner, temporal, calls
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
-                 *args, **kwargs):
+    def note(attn, hidden_states, encoder_hidden_states):
         keys = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        kind = "temporal" if self.temporal else ("spatial" if encoder_hidden_states is None else "cross")
+        kind = "temporal" if temporal else ("spatial" if encoder_hidden_states is None else "cross")
         heads = attn.heads
-        self.calls.append(AttentionCall(kind, int(hidden_states.shape[0]), heads, int(hidden_states.shape[1]),
-                                        int(keys.shape[1]), attn.to_q.out_features // heads))
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        return AttentionCall(kind, int(hidden_states.shape[0]), heads, int(hidden_states.shape[1]),
+                             int(keys.shape[1]), attn.to_q.out_features // heads)
+
+    return note
 
 
 def attention_calls(unet, frames: int, latent_height: int, latent_width: int, *, rows: int = 2,
@@ -278,16 +231,8 @@ def attention_calls(unet, frames: int, latent_height: int, latent_width: int, *,
     any frame count and size (seed paper 2, Figs. 12 and 14)."""
     if frames < 1:
         raise ValueError(f"a video needs at least 1 frame, got {frames}")
-    with torch.device("meta"):
-        twin = type(unet).from_config(unet.config)
-    calls: list = []
-    twin.set_attn_processor({name: _Recording(p, _is_temporal(name), calls)
-                             for name, p in twin.attn_processors.items()})
-    with torch.device("meta"), torch.no_grad():
-        latents = torch.empty(rows, unet.config.in_channels, frames, latent_height, latent_width)
-        embeds = torch.empty(rows, context, unet.config.cross_attention_dim)
-        twin(latents, torch.tensor(1), encoder_hidden_states=embeds)
-    return calls
+    return diffusion.meta_attention_calls(unet, _note, (frames, latent_height, latent_width), context=context,
+                                          rows=rows)
 
 
 def call_flops(call: AttentionCall) -> int:
@@ -305,49 +250,9 @@ def attention_flops(calls) -> dict[str, int]:
     return out
 
 
-def vae_factor(pipe) -> int:
-    """How much the autoencoder downsamples: 2 per level after the first."""
-    return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-
-
-def denoising_evaluations(sched, steps: int) -> int:
-    """UNet evaluations a run of `steps` inference steps makes (DDIM: one a step)."""
-    if steps < 1:
-        raise ValueError(f"the number of denoising steps must be at least 1, got {steps}")
-    s = type(sched).from_config(sched.config)
-    s.set_timesteps(steps)
-    return len(s.timesteps)
-
-
-def steps_for(sched, evaluations: int) -> int:
-    """The inference steps that make exactly `evaluations` UNet evaluations."""
-    for k in range(evaluations, 0, -1):
-        n = denoising_evaluations(sched, k)
-        if n == evaluations:
-            return k
-        if n < evaluations:
-            break
-    raise ValueError(f"{type(sched).__name__} makes no run of exactly {evaluations} UNet evaluations")
-
-
-_WEIGHTS = ("unet", "vae", "text_encoder")
-
-
 def check_checkpoint(path: str | Path) -> Path:
-    """A diffusers pipeline directory: model_index.json, and unet/, vae/, text_encoder/ with a
-    config.json and safetensors weights each, and scheduler/scheduler_config.json."""
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise CheckpointError(f"checkpoint path {p} is not a directory")
-    if not (p / "model_index.json").is_file():
-        raise CheckpointError(f"checkpoint path {p} has no model_index.json (a diffusers pipeline directory)")
-    for sub in _WEIGHTS:
-        if not (p / sub / "config.json").is_file():
-            raise CheckpointError(f"checkpoint path {p} has no {sub}/config.json")
-        if not any((p / sub).glob("*.safetensors")):
-            raise CheckpointError(f"checkpoint path {p} has no {sub}/*.safetensors weights")
-    if not (p / "scheduler" / "scheduler_config.json").is_file():
-        raise CheckpointError(f"checkpoint path {p} has no scheduler/scheduler_config.json")
+    """A latent-diffusion pipeline directory (models/diffusion.py) whose UNet is a UNet3D."""
+    p = diffusion.check_latent_checkpoint(path)
     unet_cfg = json.loads((p / "unet" / "config.json").read_text())
     if unet_cfg.get("_class_name", "UNet3DConditionModel") != "UNet3DConditionModel":
         raise CheckpointError(f"checkpoint path {p}: unet/ is a {unet_cfg.get('_class_name')}, not the "
@@ -356,20 +261,7 @@ def check_checkpoint(path: str | Path) -> Path:
 
 
 def _load(p: Path, dtype: torch.dtype):
-    import diffusers
-    from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextModel
-
-    components = {
-        "text_encoder": CLIPTextModel.from_pretrained(p / "text_encoder", dtype=dtype, local_files_only=True),
-        "unet": UNet3DConditionModel.from_pretrained(p, subfolder="unet", torch_dtype=dtype, local_files_only=True),
-        "vae": AutoencoderKL.from_pretrained(p, subfolder="vae", torch_dtype=dtype, local_files_only=True),
-    }
-    sched_cfg = json.loads((p / "scheduler" / "scheduler_config.json").read_text())
-    cls = getattr(diffusers, sched_cfg.get("_class_name", "DDIMScheduler"), None)
-    if cls is None:
-        raise CheckpointError(f"checkpoint path {p}: scheduler class {sched_cfg.get('_class_name')!r} is not in diffusers")
-    return components, cls.from_config(sched_cfg)
+    return diffusion.load_latent_components(p, dtype, "UNet3DConditionModel", "DDIMScheduler")
 
 
 __all__ = ["CLIP_CONTEXT", "IMPLEMENTATIONS", "KINDS", "PAPER_PARAMS", "PARAMS_BOUND", "PRESETS", "PUBLISHED",

@@ -13,6 +13,7 @@ from ..engine.diffusion import DenoiseRunner, PipelineRunner, denoiser
 from ..engine.plan import Plan
 from ..models import sd15
 from ..models.common import Preset
+from ..models.diffusion import batch_facts
 from ..tasks import text_to_image
 from .base import MAX_BATCH_MEMORY, Family, batch_that_fits
 
@@ -58,11 +59,7 @@ class DiffusionWorkload(Family):
         return task
 
     def inputs(self, task: str, scale: str, batch: int, model, device) -> text_to_image.PromptBatch:
-        te = model.text_encoder.config
-        b = text_to_image.make_batch(
-            task, scale, batch, evaluations_of=lambda steps: sd15.denoising_evaluations(model.scheduler, steps),
-            vocab_size=te.vocab_size, context=te.max_position_embeddings,
-            latent_channels=model.unet.config.in_channels, factor=sd15.vae_factor(model), device=device)
+        b = text_to_image.make_batch(task, scale, batch, device=device, **batch_facts(model))
         b.latents = b.latents.to(model.unet.dtype)
         return b
 

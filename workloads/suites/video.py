@@ -14,6 +14,7 @@ from ..engine.plan import Plan
 from ..engine.video_diffusion import VideoRunner
 from ..models import video
 from ..models.common import Preset
+from ..models.diffusion import batch_facts
 from ..tasks import text_to_video
 from .base import MAX_BATCH_MEMORY, Family, batch_that_fits
 
@@ -60,11 +61,7 @@ class VideoWorkload(Family):
         return task
 
     def inputs(self, task: str, scale: str, batch: int, model, device) -> text_to_video.VideoBatch:
-        te = model.text_encoder.config
-        b = text_to_video.make_batch(
-            task, scale, batch, evaluations_of=lambda steps: video.denoising_evaluations(model.scheduler, steps),
-            vocab_size=te.vocab_size, context=te.max_position_embeddings,
-            latent_channels=model.unet.config.in_channels, factor=video.vae_factor(model), device=device)
+        b = text_to_video.make_batch(task, scale, batch, device=device, **batch_facts(model))
         b.latents = b.latents.to(model.unet.dtype)
         return b
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .diffusion_inputs import GuidedPrompts, check_steps, prompt_lengths, prompt_rng, seeded_noise, task_lengths
 from .lengths import COCO_CAPTIONS, LengthDist
 
 GUIDANCE = (7.0, 4.0)   # IFPipeline's and IFSuperResolutionPipeline's defaults
@@ -56,7 +57,7 @@ def stage_2_steps(stage_1: int, steps: tuple[int, int]) -> int:
 
 
 @dataclass
-class CascadeBatch:
+class CascadeBatch(GuidedPrompts):
     """B prompts and their empty prompts as T5 token ids, and the noise both stages start from."""
 
     input_ids: torch.Tensor       # (2B, context): the B prompts, then B empty prompts
@@ -83,14 +84,6 @@ class CascadeBatch:
     @property
     def size_2(self) -> tuple[int, int]:
         return tuple(self.noise_2.shape[-2:])
-
-    @property
-    def prompt_ids(self) -> torch.Tensor:
-        return self.input_ids[: self.batch]
-
-    @property
-    def empty_ids(self) -> torch.Tensor:
-        return self.input_ids[self.batch:]
 
     def stage_2_steps(self, stage_1: int | None = None) -> int:
         return self.steps[1] if stage_1 is None else stage_2_steps(stage_1, self.steps)
@@ -132,14 +125,9 @@ def batch_from_lengths(lengths, *, vocab_size: int, context: int, factors: tuple
     """A batch of prompts of the given lengths. `factors` are the stages' UNets' downsampling
     factors. The noise is drawn on the CPU from `seed`, so every device and every lever starts
     from the same images."""
-    lengths = [int(n) for n in lengths]
-    if not lengths:
-        raise ValueError("a batch needs at least one prompt")
-    if min(lengths) < 0:
-        raise ValueError(f"prompt lengths must be >= 0 tokens, got {lengths}")
+    lengths = prompt_lengths(lengths)
     for stage, n in zip(("I", "II"), steps):
-        if n < 1:
-            raise ValueError(f"the number of denoising steps of stage {stage} must be at least 1, got {n}")
+        check_steps(n, f" of stage {stage}")
     for stage, size, factor in zip(("I", "II"), sizes, factors):
         if size < factor or size % factor:
             raise ValueError(f"stage {stage}'s image side {size} px is not a positive multiple of its UNet's "
@@ -147,14 +135,12 @@ def batch_from_lengths(lengths, *, vocab_size: int, context: int, factors: tuple
                              f"times and must come back to the same size")
     if not 0 <= noise_level < 1000:
         raise ValueError(f"stage II's noise level must be a timestep in [0, 1000), got {noise_level}")
-    rng = np.random.default_rng([seed, len(lengths)])
+    rng = prompt_rng(seed, lengths)
     prompts, prompt_mask = t5_ids(lengths, vocab_size=vocab_size, context=context, rng=rng)
     empty, empty_mask = t5_ids([0] * len(lengths), vocab_size=vocab_size, context=context, rng=rng)
-    g = torch.Generator().manual_seed(seed)
     b = len(lengths)
-    noise_1 = torch.randn((b, IMAGE_CHANNELS, sizes[0], sizes[0]), generator=g)
-    noise_2 = torch.randn((b, IMAGE_CHANNELS, sizes[1], sizes[1]), generator=g)
-    aug_noise = torch.randn((b, IMAGE_CHANNELS, sizes[1], sizes[1]), generator=g)
+    noise_1, noise_2, aug_noise = seeded_noise(seed, (b, IMAGE_CHANNELS, sizes[0], sizes[0]),
+                                               *[(b, IMAGE_CHANNELS, sizes[1], sizes[1])] * 2)
     out = CascadeBatch(torch.cat([prompts, empty]), torch.cat([prompt_mask, empty_mask]), noise_1, noise_2, aug_noise,
                        tuple(steps), steps[0], tuple(guidance_scale), noise_level, lengths, seed, task)
     return out.to(device, dtype) if device is not None or dtype is not None else out
@@ -164,11 +150,6 @@ def make_batch(task: str, scale: str, batch: int, **model_facts) -> CascadeBatch
     """A seeded batch of `batch` prompts with lengths drawn from the task's distribution, at the
     task's sizes and steps for `scale`; `model_facts` are batch_from_lengths' model arguments
     (vocabulary, context, downsampling factors, device, dtype)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown pixel-cascade task {task!r}; known: {sorted(TASKS)}")
-    if batch < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch}")
-    t = TASKS[task]
-    rng = np.random.default_rng([0, batch])
-    return batch_from_lengths(t.prompt.draw(batch, rng), sizes=t.sizes[scale], steps=t.steps[scale],
+    t, lengths = task_lengths(TASKS, task, batch, "pixel-cascade")
+    return batch_from_lengths(lengths, sizes=t.sizes[scale], steps=t.steps[scale],
                               guidance_scale=t.guidance_scale, noise_level=t.noise_level, task=task, **model_facts)

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-
-from .clip_prompts import guided_ids
+from .diffusion_inputs import PromptBatch, latent_batch, prompt_lengths, task_lengths
 from .lengths import COCO_CAPTIONS, LengthDist
 
 GUIDANCE_SCALE = 9.0   # TextToVideoSDPipeline's default
@@ -46,40 +43,13 @@ TASKS: dict[str, TextToVideoTask] = {
 }
 
 
-@dataclass
-class VideoBatch:
+class VideoBatch(PromptBatch):
     """B prompts and their empty prompts as CLIP token ids, and the noise every frame's latent
-    starts from."""
-
-    input_ids: torch.Tensor      # (2B, context): the B prompts, then B empty prompts
-    latents: torch.Tensor        # (B, latent channels, frames, height / f, width / f), seeded standard normal
-    height: int
-    width: int
-    steps: int                   # inference steps the pipeline is asked for
-    new_tokens: int              # UNet evaluations those steps make: the run's "decode steps"
-    guidance_scale: float
-    prompt_lengths: list[int]    # tokens of each prompt, begin and end tokens not counted
-    task: str = "custom"
-
-    @property
-    def batch(self) -> int:
-        return self.latents.shape[0]
+    starts from: latents (B, latent channels, frames, height / f, width / f)."""
 
     @property
     def frames(self) -> int:
         return self.latents.shape[2]
-
-    @property
-    def prompt_ids(self) -> torch.Tensor:
-        return self.input_ids[: self.batch]
-
-    @property
-    def empty_ids(self) -> torch.Tensor:
-        return self.input_ids[self.batch:]
-
-    def to(self, device) -> "VideoBatch":
-        return VideoBatch(self.input_ids.to(device), self.latents.to(device), self.height, self.width, self.steps,
-                          self.new_tokens, self.guidance_scale, list(self.prompt_lengths), self.task)
 
 
 def batch_from_lengths(lengths, *, frames: int, vocab_size: int, context: int, latent_channels: int, factor: int,
@@ -88,25 +58,13 @@ def batch_from_lengths(lengths, *, frames: int, vocab_size: int, context: int, l
     """A batch of prompts of the given lengths, each to a video of `frames` frames; `evaluations`
     is what the model's scheduler makes of `steps`. The noise is drawn on the CPU from `seed`,
     so every device and every lever starts from the same latents."""
-    lengths = [int(n) for n in lengths]
-    if not lengths:
-        raise ValueError("a batch needs at least one prompt")
-    if min(lengths) < 0:
-        raise ValueError(f"prompt lengths must be >= 0 tokens, got {lengths}")
+    lengths = prompt_lengths(lengths)
     if frames < 1:
         raise ValueError(f"a video needs at least 1 frame, got {frames}")
-    if steps < 1:
-        raise ValueError(f"the number of denoising steps must be at least 1, got {steps}")
-    for name, n in (("height", height), ("width", width)):
-        if n < factor or n % factor:
-            raise ValueError(f"frame {name} {n} px is not a positive multiple of the autoencoder's downsampling "
-                             f"factor {factor}: each frame's latent is the frame divided by {factor}")
-    rng = np.random.default_rng([seed, len(lengths)])
-    ids = guided_ids(lengths, vocab_size=vocab_size, context=context, rng=rng)
-    g = torch.Generator().manual_seed(seed)
-    latents = torch.randn((len(lengths), latent_channels, frames, height // factor, width // factor), generator=g)
-    b = VideoBatch(ids, latents, height, width, steps, evaluations, guidance_scale, lengths, task)
-    return b.to(device) if device is not None else b
+    return latent_batch(VideoBatch, lengths, frames=(frames,), what="frame",
+                        latent="each frame's latent is the frame", vocab_size=vocab_size, context=context,
+                        latent_channels=latent_channels, factor=factor, height=height, width=width, steps=steps,
+                        evaluations=evaluations, guidance_scale=guidance_scale, seed=seed, task=task, device=device)
 
 
 def make_batch(task: str, scale: str, batch: int, *, evaluations_of, frames: int | None = None,
@@ -116,14 +74,9 @@ def make_batch(task: str, scale: str, batch: int, *, evaluations_of, frames: int
     `evaluations_of(steps)` is the UNet evaluations the model's scheduler makes of them;
     `model_facts` are batch_from_lengths' other model arguments (vocabulary, context, latent
     channels, factor, device)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown text-to-video task {task!r}; known: {sorted(TASKS)}")
-    if batch < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch}")
-    t = TASKS[task]
-    rng = np.random.default_rng([0, batch])
+    t, lengths = task_lengths(TASKS, task, batch, "text-to-video")
     size, steps = t.frame_size[scale], t.steps[scale]
-    return batch_from_lengths(t.prompt.draw(batch, rng), frames=t.frames[scale] if frames is None else frames,
+    return batch_from_lengths(lengths, frames=t.frames[scale] if frames is None else frames,
                               height=size, width=size, steps=steps, evaluations=evaluations_of(steps),
                               guidance_scale=t.guidance_scale, task=task, **model_facts)
 
