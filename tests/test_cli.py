@@ -13,7 +13,9 @@ CASE = "llama-tiny/T-T/compile/tiny/bs1"
 
 
 def pytest_run(*args, timeout=600, path=()):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, path), str(ROOT)]))
+    # Not a worker of the outer run's xdist (`pytest tests -n 2`): the run it starts is the user's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env.update(PYTHONPATH=os.pathsep.join([*map(str, path), str(ROOT)]))
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
