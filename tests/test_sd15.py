@@ -144,6 +144,20 @@ def test_a_case_records_its_steps_attention_calls(tiny):
     assert max(rec["self_query"]) == 8 * 8 and rec["self_query"] == rec["cross_query"]
 
 
+def test_a_run_reports_its_unets_flops_for_its_tflops(tiny):
+    """The UNet's FLOPs over a run (span `unet`), counted on its meta-device twin: the same for
+    every lever; linear in the rows, and more than linear in the pixels (attention is quadratic)."""
+    from workloads.models.diffusion import meta_unet_flops
+
+    b = _batch(tiny, lengths=(12, 39), steps=3)
+    per = meta_unet_flops(tiny.unet, (8, 8), context=77, rows=4)
+    assert per > 0 and _run(tiny, b, "sdpa").work() == {"unet": per * b.new_tokens}
+    lean = WL.runner(tiny, b, Plan(engine="static"), DecoderCache())
+    assert lean.work() == {"unet": per * b.new_tokens}
+    assert meta_unet_flops(tiny.unet, (8, 8), context=77, rows=8) == pytest.approx(2 * per)
+    assert meta_unet_flops(tiny.unet, (16, 16), context=77, rows=4) > 4 * per
+
+
 def test_the_plan_selects_the_attention_processors(tiny):
     ctx = check_the_plan_selects_the_attention_processors(WL, "T-I", tiny, sd15, _batch(tiny))
     plan, reason = plan_for("cuda_graph", ctx, WL.ladder)

@@ -24,12 +24,12 @@ import copy
 
 import torch
 
-from ..models import sd15
+from ..models import diffusion, sd15
 from .cache import DecoderCache
+from .denoising import SharedModelRunner
 from .graphs import capture_graph, compile_own, decode_step_options, null_span, warm_on_side_stream
 from .plan import Plan
 from .quantize import quantize_linears
-from .denoising import SharedModelRunner
 from .runner import RunnerBase, module_spans
 
 
@@ -47,6 +47,14 @@ def attention_record(pipe, batch) -> dict:
             "self_query": [q for kind, q, _ in calls if kind == "self"],
             "cross_query": [q for kind, q, _ in calls if kind == "cross"],
             "cross_key": sorted({k for kind, _, k in calls if kind == "cross"})}
+
+
+def unet_work(unet, batch) -> dict[str, float]:
+    """FLOPs of a whole run's UNet evaluations (span `unet`), for its TFLOP/s: every run of a
+    batch makes the same evaluations over the same shapes, whatever the lever."""
+    h, w = batch.latents.shape[-2:]
+    per = diffusion.meta_unet_flops(unet, (h, w), context=batch.input_ids.shape[-1], rows=2 * batch.batch)
+    return {"unet": per * batch.new_tokens}
 
 
 class _Marks:
@@ -79,6 +87,9 @@ class PipelineRunner(SharedModelRunner):
 
     def outputs(self) -> dict:
         return {"latents": self.latents, "image": self.image}
+
+    def work(self) -> dict[str, float]:
+        return unet_work(self.model.unet, self.batch)
 
     @torch.no_grad()
     def run(self, stopwatch=None, new_tokens: int | None = None):
@@ -223,6 +234,9 @@ class DenoiseRunner(RunnerBase):
 
     def outputs(self) -> dict:
         return {"latents": self.den.latents, "image": self.den.image}
+
+    def work(self) -> dict[str, float]:
+        return unet_work(self.den.pipe.unet, self.batch)
 
     def recorded(self) -> dict:
         if self.den.attention is None:

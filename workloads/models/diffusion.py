@@ -202,11 +202,31 @@ def meta_attention_calls(unet, note_for: Callable[[str], Callable], dims: tuple[
     `unet` over `rows` samples of spatial (or frames and spatial) `dims`, in call order. The
     UNet's twin on the meta device runs diffusers' own forward on shapes alone: no memory and
     no compute, at any size."""
-    with torch.device("meta"):
-        twin = type(unet).from_config(unet.config)
+    twin = _twin(unet)
     calls: list = []
     twin.set_attn_processor({name: Recording(p, note_for(name), calls) for name, p in twin.attn_processors.items()})
-    cfg = unet.config
+    _twin_step(twin, dims, context, rows)
+    return calls
+
+
+def meta_unet_flops(unet, dims: tuple[int, ...], *, context: int, rows: int = 2) -> float:
+    """FLOPs of one evaluation of `unet` over `rows` samples of `dims` (matmuls, convolutions
+    and attention, as torch's FlopCounterMode counts them), from its meta-device twin."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    twin = _twin(unet)
+    with FlopCounterMode(display=False) as counter:
+        _twin_step(twin, dims, context, rows)
+    return float(counter.get_total_flops())
+
+
+def _twin(unet):
+    with torch.device("meta"):
+        return type(unet).from_config(unet.config)
+
+
+def _twin_step(twin, dims: tuple[int, ...], context: int, rows: int) -> None:
+    cfg = twin.config
     # A UNet that projects the text (IF's) takes the encoder's width; one with a class
     # embedding (IF's stage II, the noise level) takes labels.
     width = getattr(cfg, "encoder_hid_dim", None) or cfg.cross_attention_dim
@@ -217,7 +237,6 @@ def meta_attention_calls(unet, note_for: Callable[[str], Callable], dims: tuple[
         if getattr(cfg, "class_embed_type", None) is not None:
             extra["class_labels"] = torch.ones(rows, dtype=torch.long)
         twin(sample, torch.tensor(1), encoder_hidden_states=embeds, **extra)
-    return calls
 
 
 # -- steps -----------------------------------------------------------------------------------
