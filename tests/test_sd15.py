@@ -14,6 +14,7 @@ from workloads.levers import Context, plan_for
 from workloads.measure.timing import Stopwatch
 from workloads.models import sd15
 from workloads.models.common import CheckpointError, parameter_count
+from workloads.models.diffusion import meta_unet_flops
 from workloads.suites import WORKLOADS
 from workloads.suites.matrix import matrix
 from workloads.tasks import text_to_image
@@ -128,6 +129,7 @@ def test_attention_lengths_over_a_step_are_the_papers_u_and_grow_with_the_image(
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(dict(sd15.PRESETS["sd15"].config["unet"]))
     calls = sd15.attention_calls(unet, 64, 64)   # 512 x 512
+    assert meta_unet_flops(unet, (64, 64), context=77) == pytest.approx(1.6065e12, rel=1e-3)   # docs/workloads.md
     selfs = [q for kind, q, _ in calls if kind == "self"]
     assert len(calls) == 32 and [k for kind, _, k in calls if kind == "cross"] == [77] * 16
     assert selfs == [4096] * 2 + [1024] * 2 + [256] * 2 + [64] + [256] * 3 + [1024] * 3 + [4096] * 3
@@ -147,8 +149,6 @@ def test_a_case_records_its_steps_attention_calls(tiny):
 def test_a_run_reports_its_unets_flops_for_its_tflops(tiny):
     """The UNet's FLOPs over a run (span `unet`), counted on its meta-device twin: the same for
     every lever; linear in the rows, and more than linear in the pixels (attention is quadratic)."""
-    from workloads.models.diffusion import meta_unet_flops
-
     b = _batch(tiny, lengths=(12, 39), steps=3)
     per = meta_unet_flops(tiny.unet, (8, 8), context=77, rows=4)
     assert per > 0 and _run(tiny, b, "sdpa").work() == {"unet": per * b.new_tokens}
