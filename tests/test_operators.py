@@ -31,6 +31,28 @@ class Net(nn.Module):
 GROUPS = {"convolution": ("Conv2d",), "attention": ("Attention",), "linear": ("Linear",), "norm": ("GroupNorm",)}
 
 
+class Temporal(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = Attention()
+
+    def forward(self, x):
+        return self.attn(x)
+
+
+def test_a_module_inside_a_named_outer_one_is_a_group_of_its_own():
+    """"Temporal>Attention": an Attention inside a Temporal block is temporal attention; an
+    Attention elsewhere stays attention (diffusers' temporal and spatial attention share a class)."""
+    spatial, temporal = Attention(), Temporal()
+    root = nn.ModuleDict({"spatial": spatial, "temporal": temporal})
+    groups = {"temporal_attention": ("Temporal>Attention",), "attention": ("Attention",), "linear": ("Linear",)}
+    x = torch.randn(1, 4, 8)
+    out = operators.operator_ms(lambda: (spatial(x), temporal(x)), root, groups, "cpu")
+    assert out["temporal_attention"] > 0 and out["attention"] > 0 and out["linear"] > 0
+    only = operators.operator_ms(lambda: spatial(x), root, groups, "cpu")
+    assert "temporal_attention" not in only and only["attention"] > 0
+
+
 def test_each_op_goes_to_its_innermost_group_and_the_rest_to_elementwise_or_other():
     net, x = Net(), torch.randn(1, 2, 4, 8)
     out = operators.operator_ms(lambda: net(x), net, GROUPS, "cpu")

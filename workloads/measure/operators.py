@@ -26,8 +26,12 @@ ELEMENTWISE = ("elementwise", "vectorized", "unrolled_elementwise")
 @contextlib.contextmanager
 def annotated(roots: Iterable[nn.Module], groups: Mapping[str, tuple[str, ...]]):
     """A profiler range named after its group around every forward of a module whose class is
-    in `groups` (group -> class names), while the block runs."""
-    by_class = {cls: group for group, classes in groups.items() for cls in classes}
+    in `groups` (group -> class names, or "Outer>Inner" for an Inner inside an Outer), while the
+    block runs."""
+    by_class = {cls: group for group, classes in groups.items() for cls in classes if ">" not in cls}
+    # "Outer>Inner": an Inner module inside an Outer one, a group of its own (temporal attention
+    # is diffusers' Attention inside a TransformerTemporalModel).
+    inside = {tuple(cls.split(">")): group for group, classes in groups.items() for cls in classes if ">" in cls}
     open_: list = []
 
     def enter(group):
@@ -42,8 +46,12 @@ def annotated(roots: Iterable[nn.Module], groups: Mapping[str, tuple[str, ...]])
 
     handles = []
     for root in roots:
-        for m in root.modules():
-            group = by_class.get(type(m).__name__)
+        kinds = {name: type(m).__name__ for name, m in root.named_modules()}
+        for name, m in root.named_modules():
+            parts = name.split(".") if name else []
+            holders = {kinds[".".join(parts[:i])] for i in range(len(parts))}
+            group = next((g for (o, i), g in inside.items() if i == kinds[name] and o in holders), None)
+            group = group or by_class.get(kinds[name])
             if group is not None:
                 handles.append(m.register_forward_pre_hook(enter(group)))
                 handles.append(m.register_forward_hook(leave))

@@ -16,7 +16,6 @@ list its cases, and a GPU runner may have the project without diffusers.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -104,29 +103,10 @@ KINDS = ("spatial", "cross", "temporal")
 _LABEL = "text-to-video"
 
 
-@lru_cache(maxsize=None)
-def temporal_attention_class():
-    """diffusers' Attention under its own name, for the attention modules of the temporal
-    transformers: the operator breakdown attributes kernels by module class, and seed paper 2,
-    Fig. 12 sets temporal attention's time against spatial attention's."""
-    from diffusers.models.attention_processor import Attention
-
-    return type("TemporalAttention", (Attention,), {"__doc__": "Attention over frames (same code)."})
-
-
 def _is_temporal(name: str) -> bool:
     # UNet3DConditionModel's temporal transformers: `transformer_in` after conv_in and each
     # block's `temp_attentions`.
     return name.startswith("transformer_in.") or ".temp_attentions." in name
-
-
-def _mark_temporal(unet) -> None:
-    from diffusers.models.attention_processor import Attention
-
-    cls = temporal_attention_class()
-    for name, m in unet.named_modules():
-        if _is_temporal(name) and isinstance(m, Attention) and type(m) is not cls:
-            m.__class__ = cls
 
 
 class VideoPipeline:
@@ -179,7 +159,6 @@ def build(preset: Preset, device, *, dtype: torch.dtype | None = None, checkpoin
     components, sched = diffusion.build_parts(preset, device, dtype=dtype, checkpoint=checkpoint, seed=seed,
                                               make=_components, schedulers=scheduler, check=check_checkpoint,
                                               load=_load)
-    _mark_temporal(components["unet"])
     pipe = VideoPipeline(**components, scheduler=sched)
     set_attn_implementation(pipe, "eager")
     return pipe

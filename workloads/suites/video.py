@@ -40,12 +40,11 @@ class VideoWorkload(Family):
         "text_encoder": ("text_encoder",), "denoise": ("unet",), "vae": ("vae",),
     })
     share_spans: tuple | None = None
-    # Seed paper 2, Fig. 7's kinds, with temporal attention apart (Fig. 12): the temporal
-    # transformers' attention modules are diffusers' Attention under the name TemporalAttention
-    # (models/video.py), so their scores, softmax and weighted sums are counted on their own.
-    # UNet3D's temporal convolutions are Conv3d.
+    # Seed paper 2, Fig. 7's kinds, with temporal attention apart (Fig. 12): diffusers' Attention
+    # inside the temporal transformers (`transformer_in`, each block's `temp_attentions`) counts
+    # on its own. UNet3D's temporal convolutions are Conv3d.
     operator_groups: dict = field(default_factory=lambda: {
-        "convolution": ("Conv2d", "Conv3d"), "temporal_attention": ("TemporalAttention",),
+        "convolution": ("Conv2d", "Conv3d"), "temporal_attention": ("TransformerTemporalModel>Attention",),
         "attention": ("Attention", "CLIPAttention"), "linear": ("Linear", "LoRACompatibleLinear"),
         "norm": ("GroupNorm", "LayerNorm"),
     })
