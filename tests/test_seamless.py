@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from workloads.engine.beam_decode import BeamDecoder
 from workloads.engine.cache import DecoderCache
 from workloads.engine.plan import Plan
-from workloads.levers import LEVERS
 from workloads.suites.matrix import matrix
 from workloads.tasks.speech import TASKS
 
@@ -39,7 +38,7 @@ def test_gpu_rungs_match_library_on_the_gpu(device, task):
     subset's two inputs, at the workload's five beams."""
     if device.type != "cuda":
         pytest.skip("needs a CUDA GPU; on the CPU, test_compiled_stacks_match_library checks the rungs below cuda_graph")
-    rungs = list(dict.fromkeys(c.lever for c in matrix("seamless", LEVERS, "tiny")
+    rungs = list(dict.fromkeys(c.lever for c in matrix("seamless", ("sdpa", *WL.ladder), "tiny")
                                if c.task == task and c.batch == 1 and "gpu" in c.marks))
     assert "kv_reorder" in rungs, rungs
     gpu_model = copy.deepcopy(varied_model()).to(device)   # the CPU tests' model stays where it is
