@@ -56,6 +56,31 @@ def test_matrix_ids_batches_and_marks():
     assert [c.lever for c in tiny if "gpu" in c.marks] == ["cuda_graph", "cuda_graph"]
 
 
+def test_a_task_may_run_some_levers_and_scales_only_and_the_rest_run_the_full_product():
+    """Characterization sweeps (sd15's image sizes, video's frame counts) run eager and sdpa at
+    batch 1, each point at the scales that define it: the matrix lists no case that would only
+    skip. Every other task is presets x batches x every lever its perf file lists."""
+    import importlib
+
+    sweeps = {}
+    for scale in ("tiny", "small", "paper"):
+        for name, wl in sorted(WORKLOADS.items()):
+            levers = tuple(importlib.import_module(f"perf_tests.test_{name}").LEVERS)
+            cases = matrix(name, levers, scale)
+            for task in wl.tasks:
+                own = [c for c in cases if c.task == task]
+                only = wl.levers_for(task)
+                if only is None:
+                    assert task in wl.tasks_at(scale)
+                    per = sum(len({1, wl.max_batch(p, task)}) for p in wl.presets(scale))
+                    assert [c.lever for c in own] == list(levers) * per
+                    continue
+                sweeps.setdefault(name, set()).add(task)
+                assert {c.lever for c in own} <= set(only) and {c.batch for c in own} <= {1}
+                assert bool(own) == (task in wl.tasks_at(scale)) and all("pr" not in c.marks for c in own)
+    assert {n: len(t) for n, t in sweeps.items()} == {"sd15": 7, "video": 6}
+
+
 def test_max_batch_fits_the_memory_model():
     wl = WORKLOADS["llama"]
     for name in ("llama-7b", "llama-1b"):

@@ -106,6 +106,12 @@ class ToyWorkload:
     def models(self):
         return (PRESET.name,)
 
+    def tasks_at(self, scale):
+        return tuple(self.tasks)
+
+    def levers_for(self, task):
+        return None
+
     def presets(self, scale):
         return [PRESET] if scale == PRESET.scale else []
 

@@ -26,6 +26,16 @@ class Family:
     def models(self) -> tuple[str, ...]:
         return tuple(self.family.PRESETS)
 
+    def tasks_at(self, scale: str) -> tuple[str, ...]:
+        """The tasks that have cases at `scale`: every task, unless a workload's task is defined
+        at some scales only (a sweep's points)."""
+        return tuple(self.tasks)
+
+    def levers_for(self, task: str) -> tuple[str, ...] | None:
+        """The only levers a task runs (None: every lever its perf file lists). A characterization
+        runs the rungs it compares, so that no case is listed only to skip."""
+        return None
+
     def presets(self, scale: str) -> list[Preset]:
         return [p for p in self.family.PRESETS.values() if p.scale == scale]
 

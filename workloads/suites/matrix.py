@@ -23,7 +23,8 @@ def marks(wl, preset, task: str, lever: str, batch: int, scale: str) -> tuple[st
 
 
 def matrix(workload: str, levers: tuple[str, ...], scale: str) -> list[Case]:
-    """Every case of a workload at one scale: presets x tasks x batch (1 and max) x levers.
+    """Every case of a workload at one scale: presets x tasks x batch (1 and max) x levers, less
+    the levers a task does not run (`levers_for`) and the tasks without cases at that scale.
 
     Ordered model, task group, batch, task, lever, so a session builds each model once, keeps
     one batch's caches alive at a time, and runs the tasks of one cache group (same input
@@ -32,9 +33,14 @@ def matrix(workload: str, levers: tuple[str, ...], scale: str) -> list[Case]:
     wl = _workload(workload)
     for lever in levers:
         stack(lever, wl.ladder)   # an unknown lever name fails at collection, not in the middle of a run
+    def runs(task, lever):
+        only = wl.levers_for(task)
+        return only is None or lever in only
+
+    at = wl.tasks_at(scale)
     cases = [Case(workload, preset.name, task, lever, scale, batch, marks(wl, preset, task, lever, batch, scale))
-             for preset in wl.presets(scale) for task in wl.tasks
-             for batch in sorted({1, wl.max_batch(preset, task)}) for lever in levers]
+             for preset in wl.presets(scale) for task in wl.tasks if task in at
+             for batch in sorted({1, wl.max_batch(preset, task)}) for lever in levers if runs(task, lever)]
     presets = [p.name for p in wl.presets(scale)]
     tasks = list(wl.tasks)
     groups = list(dict.fromkeys(wl.cache_group(t) for t in tasks))

@@ -64,6 +64,10 @@ class Workload(Protocol):
 
     def models(self) -> tuple[str, ...]: ...     # every preset name, of every scale
 
+    def tasks_at(self, scale: str) -> tuple[str, ...]: ...   # the tasks with cases at a scale
+
+    def levers_for(self, task: str) -> tuple[str, ...] | None: ...   # the only levers a task runs (None: all)
+
     def presets(self, scale: str) -> list[Preset]: ...
 
     def preset(self, name: str) -> Preset: ...

@@ -1,5 +1,6 @@
 """Stable Diffusion 1.5: text to a 512 x 512 image by latent diffusion (seed paper 2): CLIP text
-encoding, 50 guided denoising steps of the UNet over a doubled batch, the autoencoder's decode.
+encoding, 50 guided denoising steps of the UNet over a doubled batch, the autoencoder's decode;
+and the same pipeline over the image-size sweep of seed paper 2, Figs. 9 and 10 (`T-I-<n>px`).
 
 A denoising step is the decode step of the harness: TTFT is text encoding and the first step,
 TPOT the time per denoising step (engine/diffusion.py).
@@ -31,7 +32,9 @@ class DiffusionWorkload(Family):
     # at 512 x 512 for a case no GPU run has measured; eager and sdpa at batch 1 join with the
     # GPU rungs and their first baselines.
     pr_levers: tuple[str, ...] = ()
-    pr_tasks: tuple[str, ...] = ()
+    pr_tasks: tuple[str, ...] = ("T-I",)   # the image-size sweep characterizes; it never gates a pull request
+    # The sweep compares attention before and after flash attention (seed paper 2, Fig. 10).
+    sweep_levers: tuple[str, ...] = ("eager", "sdpa")
     sources: tuple[str, ...] = (   # see suites.foreign_sources
         "workloads/models/sd15.py", "workloads/tasks/text_to_image.py", "workloads/engine/diffusion.py",
         "workloads/suites/sd15.py", "perf_tests/test_sd15.py",
@@ -55,6 +58,12 @@ class DiffusionWorkload(Family):
     def supports_for(self, task: str) -> frozenset[str]:
         return frozenset({"static_denoise", "quantize"})
 
+    def tasks_at(self, scale: str) -> tuple[str, ...]:
+        return tuple(name for name, t in self.tasks.items() if scale in t.image_size)
+
+    def levers_for(self, task: str) -> tuple[str, ...] | None:
+        return self.sweep_levers if self.tasks[task].sweep else None
+
     def cache_group(self, task: str) -> str:
         return task
 
@@ -71,9 +80,11 @@ class DiffusionWorkload(Family):
         scores over the latent, and four full-resolution activations of its last level. That
         is 1.48 GB a prompt at 512 x 512, meant as an upper bound; calibrating it against a
         measured peak would change the max-batch case ids."""
+        t, cfg = self.tasks[task], preset.config
+        if t.sweep:
+            return 1   # a sweep point characterizes one image: batch 1 only
         if preset.scale == "tiny":
             return self.tiny_max_batch
-        t, cfg = self.tasks[task], preset.config
         size = t.image_size[preset.scale]
         factor = 2 ** (len(cfg["vae"]["block_out_channels"]) - 1)
         L = (size // factor) ** 2

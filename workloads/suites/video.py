@@ -1,6 +1,7 @@
 """Make-A-Video-like text to video by latent diffusion (seed paper 2, Sec. VI), as ModelScope's
 open text-to-video model: CLIP text encoding, 50 guided denoising steps of a UNet3D over 16
-frames at once (spatial, cross and temporal attention), the autoencoder's decode of every frame.
+frames at once (spatial, cross and temporal attention), the autoencoder's decode of every frame;
+and the same loop over the frame sweep of seed paper 2, Figs. 12 and 14 (`T-V-<n>frames`).
 
 A denoising step is the decode step of the harness: TTFT is text encoding and the first step,
 TPOT the time per denoising step (engine/video_diffusion.py).
@@ -30,7 +31,8 @@ class VideoWorkload(Family):
     # None yet: a pull request's head and base would each pay 50 eager UNet3D evaluations over 16
     # frames a round for a case no GPU run has measured.
     pr_levers: tuple[str, ...] = ()
-    pr_tasks: tuple[str, ...] = ()
+    pr_tasks: tuple[str, ...] = ("T-V",)   # the frame sweep characterizes; it never gates a pull request
+    sweep_levers: tuple[str, ...] = ("eager", "sdpa")
     sources: tuple[str, ...] = (   # see suites.foreign_sources
         "workloads/models/video.py", "workloads/tasks/text_to_video.py", "workloads/engine/video_diffusion.py",
         "workloads/suites/video.py", "perf_tests/test_video.py",
@@ -56,6 +58,12 @@ class VideoWorkload(Family):
     def supports_for(self, task: str) -> frozenset[str]:
         return frozenset()   # no static denoising step yet: compile and cuda_graph say so and skip
 
+    def tasks_at(self, scale: str) -> tuple[str, ...]:
+        return tuple(name for name, t in self.tasks.items() if scale in t.frames)
+
+    def levers_for(self, task: str) -> tuple[str, ...] | None:
+        return self.sweep_levers if self.tasks[task].sweep else None
+
     def cache_group(self, task: str) -> str:
         return task
 
@@ -73,9 +81,11 @@ class VideoWorkload(Family):
         frame's mid-block attention fp32 scores over its latent and four full-resolution
         activations of the last level. At most the task's sample count. An upper bound, not
         calibrated by a committed run: calibrating it would change the max-batch case ids."""
+        t, cfg = self.tasks[task], preset.config
+        if t.sweep:
+            return 1   # a sweep point characterizes one video: batch 1 only
         if preset.scale == "tiny":
             return self.tiny_max_batch
-        t, cfg = self.tasks[task], preset.config
         size, frames = t.frame_size[preset.scale], t.frames[preset.scale]
         factor = 2 ** (len(cfg["vae"]["block_out_channels"]) - 1)
         L = (size // factor) ** 2

@@ -11,6 +11,10 @@ Frames, frame size and steps per scale: 16 frames of 256 x 256 and 50 steps at p
 (TextToVideoSDPipeline's defaults for this model: 16 frames, 50 steps, and the UNet's sample
 size 32 times the autoencoder's factor 8), 8 frames of 128 and 25 steps small, 4 frames of 64
 and 3 steps tiny (CPU seconds).
+
+The frame sweep (seed paper 2, Figs. 12 and 14) runs the same task at fixed frame counts,
+`T-V-<n>frames`, at the task's frame size and in fewer steps (SWEEP_STEPS), for the reason the
+image-size sweep gives (tasks/text_to_image.py): what it reads is per step, or a ratio of kinds.
 """
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ GUIDANCE_SCALE = 9.0   # TextToVideoSDPipeline's default
 # Seed paper 2, Fig. 14 sweeps the frame count to show temporal attention's FLOPs growing with
 # its square; 8 to 64 spans ModelScope's 16 and the paper's longer projections.
 FRAME_SWEEP = (8, 16, 32, 64)
+# The sweep's cases per scale: the paper's at paper scale, halved small, CPU seconds tiny.
+FRAME_SWEEPS: dict[str, tuple[int, ...]] = {"tiny": (2, 4, 8), "small": (4, 8, 16, 32), "paper": FRAME_SWEEP}
+SWEEP_STEPS: dict[str, int] = {"tiny": 2, "small": 5, "paper": 10}   # DDIM: one evaluation a step
 
 
 @dataclass(frozen=True)
@@ -34,12 +41,30 @@ class TextToVideoTask:
     steps: dict[str, int] = field(default_factory=dict)        # inference steps per scale
     guidance_scale: float = GUIDANCE_SCALE
     samples: int = 500           # the caption set's size: seed paper 1, Table III (MS-COCO prompts)
+    sweep: bool = False          # a point of the frame sweep: a characterization, not a user's setting
+
+
+_SIZE = {"tiny": 64, "small": 128, "paper": 256}
+
+
+def sweep_name(frames: int) -> str:
+    return f"T-V-{frames}frames"
+
+
+def _sweep_tasks() -> dict[str, TextToVideoTask]:
+    out = {}
+    for n in sorted({n for ns in FRAME_SWEEPS.values() for n in ns}):
+        scales = [s for s, ns in FRAME_SWEEPS.items() if n in ns]
+        out[sweep_name(n)] = TextToVideoTask(sweep_name(n), COCO_CAPTIONS, frames={s: n for s in scales},
+                                             frame_size={s: _SIZE[s] for s in scales},
+                                             steps={s: SWEEP_STEPS[s] for s in scales}, sweep=True)
+    return out
 
 
 TASKS: dict[str, TextToVideoTask] = {
     "T-V": TextToVideoTask("T-V", COCO_CAPTIONS, frames={"tiny": 4, "small": 8, "paper": 16},
-                           frame_size={"tiny": 64, "small": 128, "paper": 256},
-                           steps={"tiny": 3, "small": 25, "paper": 50}),
+                           frame_size=dict(_SIZE), steps={"tiny": 3, "small": 25, "paper": 50}),
+    **_sweep_tasks(),
 }
 
 
@@ -75,6 +100,8 @@ def make_batch(task: str, scale: str, batch: int, *, evaluations_of, frames: int
     `model_facts` are batch_from_lengths' other model arguments (vocabulary, context, latent
     channels, factor, device)."""
     t, lengths = task_lengths(TASKS, task, batch, "text-to-video")
+    if scale not in t.frames:
+        raise ValueError(f"task {task} has no frame count at {scale} scale; it runs at {sorted(t.frames)}")
     size, steps = t.frame_size[scale], t.steps[scale]
     return batch_from_lengths(lengths, frames=t.frames[scale] if frames is None else frames,
                               height=size, width=size, steps=steps, evaluations=evaluations_of(steps),
@@ -95,5 +122,5 @@ def frame_sweep(lo: int = FRAME_SWEEP[0], hi: int = FRAME_SWEEP[-1]) -> tuple[in
     return tuple(out)
 
 
-__all__ = ["FRAME_SWEEP", "GUIDANCE_SCALE", "TASKS", "TextToVideoTask", "VideoBatch",
-           "batch_from_lengths", "frame_sweep", "make_batch"]
+__all__ = ["FRAME_SWEEP", "FRAME_SWEEPS", "GUIDANCE_SCALE", "SWEEP_STEPS", "TASKS", "TextToVideoTask", "VideoBatch",
+           "batch_from_lengths", "frame_sweep", "make_batch", "sweep_name"]
