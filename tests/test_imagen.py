@@ -220,6 +220,18 @@ def test_a_saved_cascade_loads_back_and_a_bad_directory_is_named(tiny, tmp_path)
 
 
 # -- cases -----------------------------------------------------------------------------------
+def test_a_steps_arithmetic_intensity_counts_stage_i_and_its_share_of_stage_ii(tiny):
+    """Seed paper 2, Fig. 5: a decode step's FLOPs (a stage-I evaluation and half a stage-II one,
+    each over the doubled batch, counted on the meta twins) over the bytes `decode_bytes` counts."""
+    from workloads.models.diffusion import meta_unet_flops
+
+    b = WL.inputs("T-I", "tiny", 2, tiny, CPU)
+    one = meta_unet_flops(tiny.unet_1, tuple(b.size_1), context=77, rows=4)
+    two = meta_unet_flops(tiny.unet_2, tuple(b.size_2), context=77, rows=4)
+    assert b.stage_2_steps(b.new_tokens) * 2 == b.new_tokens
+    assert WL.step_flops(tiny, b) == pytest.approx(one + two / 2) and one > 0 and two > 0
+
+
 def test_matrix_ids_and_marks():
     tiny = {c.id: c for c in matrix("imagen", ("eager", "sdpa"), "tiny")}
     assert list(tiny) == [f"imagen-tiny/T-I/{lv}/tiny/bs{bs}" for bs in (1, 4) for lv in ("eager", "sdpa")]

@@ -143,6 +143,9 @@ class ToyWorkload:
     def decode_bytes(self, model, batch):
         return None
 
+    def step_flops(self, model, batch):
+        return None
+
 
 @pytest.fixture
 def toy(monkeypatch):

@@ -235,6 +235,58 @@ def test_a_saved_pipeline_loads_back_and_a_bad_directory_is_named(tiny, tmp_path
         WL.check_checkpoint(str(tmp_path / "t2v"))
 
 
+# -- the frame sweep (seed paper 2, Figs. 12 and 14) -----------------------------------------
+def test_the_score_tensor_is_spatial_attentions_over_the_whole_latent(paper_unet):
+    """The largest self-attention scores of a step: the first level's spatial attention, 2 rows x
+    16 frames images, 5 heads, (32 x 32)^2; linear in the frames, where temporal attention's
+    grow with their square and stay far smaller up to 64 frames."""
+    from workloads.models.diffusion import largest_scores
+
+    top = largest_scores(paper_unet, (16, 32, 32), context=77, rows=2)
+    assert top == {"rows": 32, "heads": 5, "query": 1024, "key": 1024, "elements": 32 * 5 * 1024 * 1024}
+    assert largest_scores(paper_unet, (64, 32, 32), context=77, rows=2)["elements"] == 4 * top["elements"]
+
+
+def test_a_sweep_case_records_temporal_and_spatial_time_and_flops_and_gates_its_call_count(tiny):
+    """One frame-sweep case through the harness on the CPU: the result holds the spatial and
+    temporal attention's ms (operators_ms) and FLOPs (attention_calls), the call count among the
+    gated counters, the score formula and the step's arithmetic intensity."""
+    from workloads.result import METRICS
+    from workloads.run.schedule import run_case
+    from workloads.run.session import Session
+
+    cases = [c for c in matrix("video", ("eager", "sdpa"), "tiny") if c.task == "T-V-2frames"]
+    session = Session(CPU)
+    session.plan(cases)
+    eager, sdpa = (run_case(c, session) for c in cases)
+    for r in (eager, sdpa):
+        ops, calls = r["operators_ms"]["eager"], r["attention_calls"]
+        assert ops["temporal_attention"] > 0 and ops["attention"] > 0
+        assert calls["frames"] == 2 and calls["flops"]["temporal"] > 0 and calls["flops"]["spatial"] > 0
+        assert r["counters"]["attention_calls_per_step"] == calls["per_step"]
+        assert METRICS["counters"].gate == "exact"
+        assert r["attention_scores"]["formula_bytes"] == 4 * r["attention_scores"]["elements"]
+        assert "measured_bytes" not in r["attention_scores"]   # the CPU's peaks are a process's RSS
+        i = r["intensity"]
+        assert i["flops_per_byte"] == i["flops_per_step"] / i["bytes_per_step"] and "ridge_flops_per_byte" not in i
+    assert "temporal_attention" in sdpa["operators_ms"]["lever"]
+    assert sdpa["intensity"] == eager["intensity"] and sdpa["attention_scores"] == eager["attention_scores"]
+
+
+def test_the_sweep_runs_one_loop_at_fixed_frame_counts_before_and_after_flash_attention():
+    for scale, counts in text_to_video.FRAME_SWEEPS.items():
+        cases = [c for c in matrix("video", ("eager", "sdpa"), scale) if c.task != "T-V"]
+        assert [(c.task, c.lever, c.batch) for c in cases] == [(f"T-V-{n}frames", lv, 1) for n in counts
+                                                               for lv in ("eager", "sdpa")]
+        assert all("pr" not in c.marks for c in cases)
+        for n in counts:
+            t = text_to_video.TASKS[f"T-V-{n}frames"]
+            assert t.frames[scale] == n and t.frame_size == {scale: text_to_video.TASKS["T-V"].frame_size[scale]
+                                                               for scale in t.frames}
+            assert t.steps[scale] >= 2 and t.sweep
+    assert text_to_video.FRAME_SWEEPS["paper"] == text_to_video.frame_sweep() == (8, 16, 32, 64)
+
+
 # -- cases -----------------------------------------------------------------------------------
 def test_matrix_ids_and_marks():
     tiny = {c.id: c for c in matrix("video", ("eager", "sdpa"), "tiny") if c.task == "T-V"}

@@ -50,6 +50,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("audio_samples", "samples of each row's waveform"),
     Metric("attention_calls", "attention calls of one denoising step: their number, the query lengths of self- "
                               "and cross-attention in call order, and the cross-attention key lengths"),
+    Metric("attention_scores", "diffusion: the largest attention score tensor of a denoising step, rows x heads x "
+                               "query x key in the UNet's dtype (the paper's O(L^4) formula), and where a rung differs "
+                               "from eager by its attention alone, eager's peak memory less its own"),
+    Metric("intensity", "FLOPs of a decode step over the bytes it must move (arithmetic intensity), and the "
+                        "device's ridge point: measured matmul peak over measured copy bandwidth (GPU only)"),
     Metric("counters", "graphs, graph breaks, recompiles, kernels and launches per step or run", gate="exact",
            stored=True),
     Metric("compiler", "what inductor and AOTAutograd did while compiling (cache hits, timed choices)"),

@@ -26,7 +26,7 @@ import torch
 
 from ..models import diffusion, sd15
 from .cache import DecoderCache
-from .denoising import SharedModelRunner
+from .denoising import SharedModelRunner, score_record
 from .graphs import capture_graph, compile_own, decode_step_options, null_span, warm_on_side_stream
 from .plan import Plan
 from .quantize import quantize_linears
@@ -80,6 +80,7 @@ class PipelineRunner(SharedModelRunner):
 
     set_attention = staticmethod(sd15.set_attn_implementation)
     attention_record = staticmethod(attention_record)
+    unet_of = staticmethod(lambda pipe: pipe.unet)
 
     def __init__(self, pipe, batch, attn_implementation: str = "eager"):
         super().__init__(pipe, batch, attn_implementation)
@@ -146,7 +147,7 @@ class Denoiser:
             options = decode_step_options(plan.inductor_options)
             self.step_fn = compile_own(Denoiser._step, self, fullgraph=True, dynamic=False, options=options)
             self.decode_fn = compile_own(Denoiser._decode, self, fullgraph=True, dynamic=False, options=options)
-        self.warmed, self.graph, self.attention = False, None, None
+        self.warmed, self.graph, self.attention, self.scores = False, None, None, None
         self.setup_metrics: dict = {}
 
     def _step(self):
@@ -241,4 +242,5 @@ class DenoiseRunner(RunnerBase):
     def recorded(self) -> dict:
         if self.den.attention is None:
             self.den.attention = attention_record(self.den.pipe, self.den.batch)
-        return {"attention_calls": self.den.attention}
+            self.den.scores = score_record(self.den.pipe.unet, self.den.batch)
+        return {"attention_calls": self.den.attention, "attention_scores": self.den.scores}

@@ -52,6 +52,7 @@ class VideoRunner(SharedModelRunner):
 
     set_attention = staticmethod(video.set_attn_implementation)
     attention_record = staticmethod(attention_record)
+    unet_of = staticmethod(lambda pipe: pipe.unet)
 
     def __init__(self, pipe, batch, attn_implementation: str = "eager"):
         super().__init__(pipe, batch, attn_implementation)

@@ -209,6 +209,28 @@ def meta_attention_calls(unet, note_for: Callable[[str], Callable], dims: tuple[
     return calls
 
 
+def _score_note(name: str) -> Callable:
+    def note(attn, hidden_states, encoder_hidden_states):
+        keys = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        return (int(hidden_states.shape[0]), int(attn.heads), token_length(hidden_states), token_length(keys),
+                "self" if encoder_hidden_states is None else "cross")
+
+    return note
+
+
+def largest_scores(unet, dims: tuple[int, ...], *, context: int, rows: int = 2) -> dict:
+    """The largest self-attention score tensor of one denoising step of `unet` over `rows`
+    samples of `dims`, as the paper sizes it (seed paper 2, Sec. V-A): rows x heads x query x
+    key elements. It is the highest-resolution level's, where query = key = H x W, so it grows
+    with the fourth power of the latent's side (the O(L^4) claim); cross-attention's keys are
+    the text's, and a video's temporal attention's are its frames. Read from the
+    meta-device twin, for processors whose keys are the tokens they are handed (not IF's added
+    text keys)."""
+    calls = [c for c in meta_attention_calls(unet, _score_note, dims, context=context, rows=rows) if c[4] == "self"]
+    b, h, q, k, _ = max(calls, key=lambda c: c[0] * c[1] * c[2] * c[3])
+    return {"rows": b, "heads": h, "query": q, "key": k, "elements": b * h * q * k}
+
+
 def meta_unet_flops(unet, dims: tuple[int, ...], *, context: int, rows: int = 2) -> float:
     """FLOPs of one evaluation of `unet` over `rows` samples of `dims` (matmuls, convolutions
     and attention, as torch's FlopCounterMode counts them), from its meta-device twin."""
@@ -277,6 +299,7 @@ def batch_facts(pipe) -> dict:
 
 
 __all__ = ["LATENT_WEIGHTS", "Recording", "attention_of", "attention_processors", "batch_facts", "build_parts",
-           "check_latent_checkpoint", "check_pipeline_dir", "checkpoint_root", "denoising_evaluations", "latent_components",
+           "check_latent_checkpoint", "check_pipeline_dir", "checkpoint_root", "denoising_evaluations", "largest_scores",
+           "latent_components",
            "load_latent_components", "load_scheduler", "meta_attention_calls", "meta_builders", "set_attention",
            "set_net_attention", "steps_for", "token_length", "vae_factor"]

@@ -46,6 +46,7 @@ class Loop:
     reference: Reference
     cached: bool                     # the reference's untimed figures come from an earlier loop of the session
     others: md.OtherLoad | None = None
+    intensity: dict | None = None    # the input's arithmetic intensity, once counted (every rung shares it)
 
 
 def summary(values, seed: int = 0) -> dict:
@@ -70,13 +71,49 @@ def result(rung: Rung, loop: Loop) -> Result:
     if device.type == "cuda" and out.get("operators_ms"):
         _idle(out, lever=rung.variant is not None)
     out.update(rung.runner.recorded())
+    if out.get("attention_scores"):
+        out["attention_scores"] = _score_memory(out["attention_scores"], rung, out)
     out.update(_counters_and_host(rung, loop, out))
+    if loop.intensity is None:
+        loop.intensity = _intensity(loop) or {}
+    if loop.intensity:
+        out["intensity"] = dict(loop.intensity)
     if device.type == "cuda":
         if out["tpot_ms"] is not None:
             out["roofline"] = roofline(loop.workload.decode_bytes(loop.model, loop.batch),
                                        out["tpot_ms"]["median"] / 1e3, loop.session.bandwidth())
         out["gpu_state"] = md.gpu_state(device)
     out["provenance"] = md.provenance(device, exclude=foreign_sources(rung.case.workload))
+    return out
+
+
+def _score_memory(scores: dict, rung: Rung, done: Result) -> dict:
+    """The score tensor's formula beside what not materializing it saved: eager's peak less this
+    rung's, on a rung that differs from eager by its attention alone (sdpa), where both peaks
+    are the GPU allocator's. A process's resident-set high-water mark (the CPU's peak) keeps
+    what the allocator freed, so a difference of two would not be the scores'."""
+    out = dict(scores)
+    ours, ref = done.get("peak_memory") or {}, done.get("reference_peak_memory") or {}
+    attention_only = (rung.variant is not None and rung.plan.attn_implementation != "eager"
+                      and rung.plan.with_(attn_implementation="eager", levers=()) == Plan())
+    if attention_only and ours.get("kind") == ref.get("kind") == "cuda_allocated":
+        out["measured_bytes"] = round((ref["peak_mb"] - ours["peak_mb"]) * 2**20)
+    return out
+
+
+def _intensity(loop: Loop) -> dict | None:
+    """A decode step's FLOPs over the bytes it must move (seed paper 2, Fig. 5: FLOPs over the
+    model's weights), and, on a GPU, the ridge point where a kernel stops being memory-bound:
+    the measured matmul peak over the measured copy bandwidth."""
+    flops = loop.workload.step_flops(loop.model, loop.batch)
+    nbytes = loop.workload.decode_bytes(loop.model, loop.batch)
+    if not flops or not nbytes:
+        return None
+    out = {"flops_per_step": flops, "bytes_per_step": nbytes, "flops_per_byte": flops / nbytes}
+    peak, bandwidth = loop.session.matmul_flops(), loop.session.bandwidth()
+    if peak and bandwidth:
+        out["ridge_flops_per_byte"] = peak / bandwidth
+        out["bound"] = "compute" if out["flops_per_byte"] >= out["ridge_flops_per_byte"] else "memory"
     return out
 
 
@@ -151,6 +188,10 @@ def _counters_and_host(rung: Rung, loop: Loop, done: Result) -> dict:
         # Beside the counters, not among them: whether the compile came from a cache is the
         # process's history, and it is what to compare first where a kernel count moved.
         out["compiler"] = rung.setup.get("compiler")
+    # Diffusion's attention calls a step depend on the shapes alone: a change is the code's.
+    calls = (done.get("attention_calls") or {}).get("per_step")
+    if calls is not None:
+        counters["attention_calls_per_step"] = calls
     seen = kernels_of(rung.runner, device, done["latency_ms"]["median"], done["tpot_ms"])
     out["counters"] = counters | seen.counters
     if seen.names:

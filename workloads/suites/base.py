@@ -55,3 +55,8 @@ class Family:
 
     def check_checkpoint(self, path: str) -> None:
         check_checkpoint_dir(path, self.family.MODEL_TYPE)
+
+    def step_flops(self, model, batch) -> float | None:
+        """FLOPs of one decode step, for its arithmetic intensity (seed paper 2, Fig. 5); None
+        where the workload does not count them."""
+        return None

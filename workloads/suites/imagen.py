@@ -14,6 +14,7 @@ from ..engine.pixel_cascade import CascadeRunner
 from ..engine.plan import Plan
 from ..models import imagen
 from ..models.common import Preset
+from ..models.diffusion import meta_unet_flops
 from ..tasks import pixel_cascade
 from .base import MAX_BATCH_MEMORY, Family, batch_that_fits
 
@@ -105,6 +106,14 @@ class PixelCascadeWorkload(Family):
 
         share = batch.stage_2_steps(batch.new_tokens) / batch.new_tokens
         return size(model.unet_1) + share * size(model.unet_2)
+
+    def step_flops(self, model, batch) -> float:
+        """A stage-I evaluation and the same share of a stage-II one as `decode_bytes` counts,
+        each over the doubled batch, on the UNets' meta-device twins."""
+        context, rows = batch.input_ids.shape[-1], 2 * batch.batch
+        share = batch.stage_2_steps(batch.new_tokens) / batch.new_tokens
+        return (meta_unet_flops(model.unet_1, tuple(batch.size_1), context=context, rows=rows)
+                + share * meta_unet_flops(model.unet_2, tuple(batch.size_2), context=context, rows=rows))
 
 
 def _stage_bytes(cfg: dict, size: int) -> float:

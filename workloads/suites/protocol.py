@@ -87,3 +87,5 @@ class Workload(Protocol):
     def runner(self, model, batch: Batch, plan: Plan, decoders: DecoderCache) -> Runner: ...
 
     def decode_bytes(self, model, batch: Batch) -> float | None: ...   # fewest bytes a decode step moves
+
+    def step_flops(self, model, batch: Batch) -> float | None: ...   # FLOPs of a decode step (None: not counted)

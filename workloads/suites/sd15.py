@@ -14,7 +14,7 @@ from ..engine.diffusion import DenoiseRunner, PipelineRunner, denoiser
 from ..engine.plan import Plan
 from ..models import sd15
 from ..models.common import Preset
-from ..models.diffusion import batch_facts
+from ..models.diffusion import batch_facts, meta_unet_flops
 from ..tasks import text_to_image
 from .base import MAX_BATCH_MEMORY, Family, batch_that_fits
 
@@ -108,6 +108,11 @@ class DiffusionWorkload(Family):
         """Fewest bytes a denoising step moves: the UNet's weights, read once. The step is
         compute-bound (seed paper 2, Fig. 5), so its fraction of this floor is small by design."""
         return float(sum(p.numel() * p.element_size() for p in model.unet.parameters()))
+
+    def step_flops(self, model, batch) -> float:
+        """One UNet evaluation over the doubled batch, counted on its meta-device twin."""
+        return meta_unet_flops(model.unet, tuple(batch.latents.shape[-2:]), context=batch.input_ids.shape[-1],
+                               rows=2 * batch.batch)
 
 
 WORKLOAD = DiffusionWorkload()

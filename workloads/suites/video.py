@@ -15,7 +15,7 @@ from ..engine.plan import Plan
 from ..engine.video_diffusion import VideoRunner
 from ..models import video
 from ..models.common import Preset
-from ..models.diffusion import batch_facts
+from ..models.diffusion import batch_facts, meta_unet_flops
 from ..tasks import text_to_video
 from .base import MAX_BATCH_MEMORY, Family, batch_that_fits
 
@@ -110,6 +110,11 @@ class VideoWorkload(Family):
         """Fewest bytes a denoising step moves: the UNet's weights, read once. The step is
         compute-bound (seed paper 2, Fig. 5), so its fraction of this floor is small by design."""
         return float(sum(p.numel() * p.element_size() for p in model.unet.parameters()))
+
+    def step_flops(self, model, batch) -> float:
+        """One UNet3D evaluation over the doubled batch of every frame, counted on its meta twin."""
+        return meta_unet_flops(model.unet, tuple(batch.latents.shape[-3:]), context=batch.input_ids.shape[-1],
+                               rows=2 * batch.batch)
 
 
 WORKLOAD = VideoWorkload()
