@@ -324,7 +324,7 @@ def test_a_sweep_case_records_the_score_formula_and_its_steps_arithmetic_intensi
     assert (b.height, b.steps, b.new_tokens) == (32, 2, 3)
     rec = _run(tiny, b, "eager").recorded()
     assert rec["attention_scores"] == {"rows": 2, "heads": 8, "query": 16, "key": 16, "elements": 2 * 8 * 16 * 16,
-                                       "latent": [4, 4], "dtype_bytes": 4, "formula_bytes": 2 * 8 * 16 * 16 * 4}
+                                       "image": [32, 32], "latent": [4, 4], "dtype_bytes": 4, "formula_bytes": 2 * 8 * 16 * 16 * 4}
     # Arithmetic intensity: one UNet evaluation's FLOPs over its weights' bytes (seed paper 2, Fig. 5).
     flops = meta_unet_flops(tiny.unet, (4, 4), context=77, rows=2)
     weights = sum(p.numel() * 4 for p in tiny.unet.parameters())

@@ -16,7 +16,8 @@ def score_record(unet, batch) -> dict:
     dims = tuple(int(d) for d in batch.latents.shape[2:])   # (H, W), or (frames, H, W)
     top = largest_scores(unet, dims, context=batch.input_ids.shape[-1], rows=2 * batch.batch)
     dtype_bytes = unet.dtype.itemsize
-    return top | {"latent": list(dims), "dtype_bytes": dtype_bytes, "formula_bytes": top["elements"] * dtype_bytes}
+    return top | {"image": [int(batch.height), int(batch.width)], "latent": list(dims), "dtype_bytes": dtype_bytes,
+                  "formula_bytes": top["elements"] * dtype_bytes}
 
 
 class SharedModelRunner(RunnerBase):

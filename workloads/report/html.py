@@ -1,6 +1,6 @@
 """One self-contained HTML page from case logs: where each log's results came from, the run's
-tables per workload, and two figures per input (the ladder; where the time goes), drawn with
-matplotlib as inline SVG.
+tables per workload, two figures per input (the ladder; where the time goes), and a figure per
+characterization sweep (seed paper 2, Figs. 10 and 14), drawn with matplotlib as inline SVG.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import io
 import math
 
 from ..case import REFERENCE
-from . import groups, module_columns
+from . import groups, module_columns, sweeps
 
 _OK, _FAIL, _EAGER = "#4878a8", "#c0392b", "#7f7f7f"
 
@@ -124,6 +124,61 @@ def input_figure(name: str, rows: list[dict], plt) -> str:
     return _svg(figure(name, rows, plt), plt)
 
 
+def _lines(ax, pts: list[dict], series: list[tuple[str, object, str, str]]) -> None:
+    """One line per (label, y of a point or None, color, style), over the points' x."""
+    for label, y, color, style in series:
+        xy = [(p["x"], y(p)) for p in pts if y(p) is not None]
+        if xy:
+            ax.plot(*zip(*xy), style, color=color, label=label, marker="o", markersize=3)
+
+
+def sweep_figure(title: str, kind: str, pts: list[dict], plt):
+    """Fig. 10's reading for an image-size sweep: attention's and convolution's ms over the
+    image size, before (eager) and after flash attention (sdpa), with the score tensor's bytes
+    by the paper's formula. Fig. 14's for a frame sweep: spatial and temporal attention's ms,
+    and their FLOPs a step, over the frame count. Log axes: the growths are powers."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    attn, conv, temporal = "#c0392b", "#4878a8", "#27ae60"
+
+    def ms(side, what):
+        return lambda p: (p.get(side) or {}).get(what)
+
+    if kind == "size":
+        _lines(axes[0], pts, [("attention, eager", ms("eager", "attention"), attn, "-"),
+                              ("attention, sdpa", ms("sdpa", "attention"), attn, "--"),
+                              ("convolution, eager", ms("eager", "convolution"), conv, "-"),
+                              ("convolution, sdpa", ms("sdpa", "convolution"), conv, "--")])
+        axes[0].set_xlabel("image size, px")
+        axes[0].set_title(f"{title}: attention vs convolution", fontsize=10)
+        _lines(axes[1], pts, [("formula (largest scores)", lambda p: p["scores"]["formula_bytes"] / 2**20, attn, "-"),
+                              ("eager - sdpa peak", lambda p: None if p["scores"].get("measured_bytes") is None
+                               else p["scores"]["measured_bytes"] / 2**20, _EAGER, "--")])
+        axes[1].set_xlabel("image size, px")
+        axes[1].set_ylabel("MiB")
+        axes[1].set_title("attention-score memory", fontsize=10)
+    else:
+        _lines(axes[0], pts, [("spatial, eager", ms("eager", "attention"), attn, "-"),
+                              ("spatial, sdpa", ms("sdpa", "attention"), attn, "--"),
+                              ("temporal, eager", ms("eager", "temporal_attention"), temporal, "-"),
+                              ("temporal, sdpa", ms("sdpa", "temporal_attention"), temporal, "--")])
+        axes[0].set_xlabel("frames")
+        axes[0].set_title(f"{title}: spatial vs temporal attention", fontsize=10)
+        _lines(axes[1], pts, [("spatial", lambda p: (p.get("flops") or {}).get("spatial"), attn, "-"),
+                              ("temporal", lambda p: (p.get("flops") or {}).get("temporal"), temporal, "-")])
+        axes[1].set_xlabel("frames")
+        axes[1].set_ylabel("FLOPs a step")
+        axes[1].set_title("attention FLOPs (the two matmuls)", fontsize=10)
+    axes[0].set_ylabel("ms, one profiled round")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks([p["x"] for p in pts], [str(p["x"]) for p in pts])
+        ax.minorticks_off()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
 def _dates(stamps: list[str]) -> str | None:
     """The first and last of the records' times, in UTC, the day written once where it is one."""
     times = []
@@ -187,7 +242,11 @@ def render(rows: list[dict], logged: list[tuple[str, dict]], title: str = "mmgen
         parts.append(f"<h2>{html.escape(name)}</h2>")
         for what, text in tables:
             parts += [f"<h3>{html.escape(what)}</h3>", _md_table_to_html(text)]
-        for key, group in _inputs([r for r in rows if r["workload"] == workload]).items():
+        own = [r for r in rows if r["workload"] == workload]
+        for title, kind, pts in sweeps(own):
+            what = "image-size sweep" if kind == "size" else "frame sweep"
+            parts += [f"<h3>{html.escape(f'{what}: {title}')}</h3>", _svg(sweep_figure(title, kind, pts, plt), plt)]
+        for key, group in _inputs(own).items():
             parts += [f"<h3>{html.escape(key)}</h3>", input_figure(key, group, plt)]
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
