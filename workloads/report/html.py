@@ -10,7 +10,8 @@ import io
 import math
 
 from ..case import REFERENCE
-from . import groups, module_columns, sweeps
+from . import groups, module_columns
+from .sweeps import sweeps
 
 _OK, _FAIL, _EAGER = "#4878a8", "#c0392b", "#7f7f7f"
 
