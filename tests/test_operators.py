@@ -96,5 +96,9 @@ def test_on_a_gpu_kernels_no_op_launched_are_counted_as_unattributed():
     add = NS(name="aten::add", device_type=cpu, cpu_parent=None, self_cpu_time_total=1.0,
              kernels=[NS(name="vectorized_elementwise_kernel", duration=500.0)])
     # The conv's and the add's kernels, and 3 ms a graph replay ran with no op around it.
-    out = operators.attribute([conv, op, add, device(2000.0), device(500.0), device(3000.0)], gpu=True)
+    # The group's record_function range is on the GPU's timeline too, around the conv's kernel:
+    # a span, not time of its own.
+    span = NS(name="mmgen.op::convolution", device_type=cuda, is_user_annotation=True,
+              time_range=NS(elapsed_us=lambda: 2100.0))
+    out = operators.attribute([conv, op, add, device(2000.0), device(500.0), device(3000.0), span], gpu=True)
     assert out == {"convolution": 2.0, "elementwise": 0.5, "unattributed": 3.0}

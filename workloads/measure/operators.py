@@ -78,7 +78,10 @@ def attribute(events, gpu: bool) -> dict[str, float]:
     device_ms = 0.0
     for ev in events:
         if gpu and ev.device_type != torch.autograd.DeviceType.CPU:
-            device_ms += ev.time_range.elapsed_us() / 1e3
+            # A record_function range shows on the GPU's timeline too (a user annotation spanning
+            # its module's kernels): a span, not a kernel, and counting it counts them twice.
+            if not (getattr(ev, "is_user_annotation", False) or ev.name.startswith(_PREFIX)):
+                device_ms += ev.time_range.elapsed_us() / 1e3
             continue
         if ev.name.startswith(_PREFIX):
             continue
