@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..engine.cache import DecoderCache
-from ..engine.diffusion import DenoiseRunner, PipelineRunner, denoiser
+from ..engine.denoising import DenoiseRunner
+from ..engine.diffusion import PipelineRunner, denoiser
 from ..engine.plan import Plan
 from ..models import sd15
 from ..models.common import Preset
