@@ -1,10 +1,11 @@
 """An Imagen-like pixel cascade (DeepFloyd IF's stages I and II), text to a 64 px image and up
 to 256 px by pixel-space diffusion (seed paper 2): T5 text encoding, guided denoising steps of
-both stages' UNets; the attention ladder."""
+both stages' UNets; the attention ladder, then the lean cascade compiled, graph-replayed and
+quantized."""
 import pytest
 
 WORKLOAD = "imagen"
-LEVERS = ("eager", "sdpa")
+LEVERS = ("eager", "sdpa", "compile", "cuda_graph", "quant")
 
 
 def test_imagen(case, run_case):

@@ -26,10 +26,14 @@ def config(name: str):
     return known[name]()
 
 
-def quantize_linears(module: torch.nn.Module, device) -> str:
-    """`module`'s nn.Linear layers quantized in place with the device's scheme; the scheme."""
+def quantize_linears(module: torch.nn.Module, device, skip: tuple[str, ...] = ()) -> str:
+    """`module`'s nn.Linear layers quantized in place with the device's scheme, but those whose
+    qualified names start with one of `skip`; the scheme."""
     from torchao.quantization import quantize_
 
+    def chosen(m, fqn: str) -> bool:
+        return isinstance(m, torch.nn.Linear) and not any(fqn == s or fqn.startswith(s + ".") for s in skip)
+
     name = scheme(device)
-    quantize_(module, config(name), filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
+    quantize_(module, config(name), filter_fn=chosen)
     return name

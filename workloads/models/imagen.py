@@ -201,6 +201,11 @@ def set_attn_implementation(model: Cascade, implementation: str) -> None:
     diffusion.set_attention(model.text_encoder, model.unets, _processors(), implementation, _LABEL)
 
 
+def set_module_attention(net, implementation: str) -> None:
+    """One UNet's added-KV attention processors."""
+    diffusion.set_net_attention(net, _processors(), implementation, _LABEL)
+
+
 def attn_implementation(model: Cascade) -> str:
     return diffusion.attention_of(model.unets, _processors())
 
@@ -290,4 +295,5 @@ def save_pretrained(model: Cascade, path: str | Path) -> Path:
 
 __all__ = ["COMPONENTS", "Cascade", "IMPLEMENTATIONS", "PAPER_PARAMS", "PRESETS", "PUBLISHED", "PUBLISHED_PRECISION",
            "T5_CONTEXT", "attention_calls", "attn_implementation", "build", "check_checkpoint", "downsampling_factor",
-           "meta_components", "meta_model", "save_pretrained", "schedulers", "set_attn_implementation"]
+           "meta_components", "meta_model", "save_pretrained", "schedulers", "set_attn_implementation",
+           "set_module_attention"]

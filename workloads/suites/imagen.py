@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..engine.cache import DecoderCache
-from ..engine.pixel_cascade import CascadeRunner
+from ..engine.denoising import DenoiseRunner
+from ..engine.pixel_cascade import CascadeRunner, cascade_denoiser
 from ..engine.plan import Plan
 from ..models import imagen
 from ..models.common import Preset
@@ -32,9 +33,9 @@ class PixelCascadeWorkload(Family):
     name: str = "imagen"
     family: object = imagen
     tasks: dict = field(default_factory=lambda: dict(pixel_cascade.TASKS))
-    # Fused attention first, as for Stable Diffusion; compile and graph replay join when the
-    # engine has a static denoising step.
-    ladder: tuple[str, ...] = ("eager", "sdpa")
+    # As for Stable Diffusion: fused attention, then both stages' noise predictions compiled
+    # (channels-last), each replayed as one CUDA graph, and both UNets' linear layers quantized.
+    ladder: tuple[str, ...] = ("eager", "sdpa", "compile", "cuda_graph", "quant")
     # None yet: a pull request's head and base would each pay 150 eager UNet evaluations a
     # round for a case no GPU run has measured; they join with the first baselines.
     pr_levers: tuple[str, ...] = ()
@@ -61,7 +62,7 @@ class PixelCascadeWorkload(Family):
         imagen.check_checkpoint(path)
 
     def supports_for(self, task: str) -> frozenset[str]:
-        return frozenset()   # no static denoising step yet: compile and cuda_graph say so and skip
+        return frozenset({"static_denoise", "quantize"})
 
     def cache_group(self, task: str) -> str:
         return task
@@ -93,9 +94,11 @@ class PixelCascadeWorkload(Family):
         return batch_that_fits(min(fit, t.samples))
 
     def runner(self, model, batch, plan: Plan, decoders: DecoderCache):
-        if plan.engine != "library":
-            raise ValueError(f"imagen has no {plan.engine!r} engine yet: only the library's UNets (eager, sdpa)")
-        return CascadeRunner(model, batch, plan.attn_implementation)
+        """The cascade as IF's pipelines run it, or the lean loop the compile, cuda_graph and quant
+        rungs share."""
+        if plan.engine == "library":
+            return CascadeRunner(model, batch, plan.attn_implementation)
+        return DenoiseRunner(cascade_denoiser(model, batch, plan, decoders), plan.cuda_graph, plan.attn_implementation)
 
     def decode_bytes(self, model, batch) -> float:
         """Fewest bytes a decode step moves: stage I's weights once and half of stage II's (its
