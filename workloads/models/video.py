@@ -171,6 +171,11 @@ def set_attn_implementation(pipe, implementation: str) -> None:
                             implementation, _LABEL)
 
 
+def set_module_attention(net, implementation: str) -> None:
+    """One diffusers network's attention processors (the UNet3D's or the autoencoder's)."""
+    diffusion.set_net_attention(net, diffusion.attention_processors(), implementation, _LABEL)
+
+
 def attn_implementation(pipe) -> str:
     return diffusion.attention_of((pipe.unet, pipe.vae), diffusion.attention_processors())
 
@@ -246,4 +251,4 @@ def _load(p: Path, dtype: torch.dtype):
 __all__ = ["CLIP_CONTEXT", "IMPLEMENTATIONS", "KINDS", "PAPER_PARAMS", "PARAMS_BOUND", "PRESETS", "PUBLISHED",
            "AttentionCall", "VideoPipeline", "attention_calls", "attention_flops", "build", "call_flops",
            "check_checkpoint", "denoising_evaluations", "meta_components", "meta_model", "scheduler",
-           "set_attn_implementation", "steps_for", "temporal_parameters", "vae_factor"]
+           "set_attn_implementation", "set_module_attention", "steps_for", "temporal_parameters", "vae_factor"]

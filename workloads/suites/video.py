@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from ..engine.cache import DecoderCache
 from ..engine.plan import Plan
-from ..engine.video_diffusion import VideoRunner
+from ..engine.denoising import DenoiseRunner
+from ..engine.video_diffusion import VideoRunner, video_denoiser
 from ..models import video
 from ..models.common import Preset
 from ..models.diffusion import batch_facts, meta_unet_flops
@@ -25,9 +26,10 @@ class VideoWorkload(Family):
     name: str = "video"
     family: object = video
     tasks: dict = field(default_factory=lambda: dict(text_to_video.TASKS))
-    # Fused attention first, as for Stable Diffusion; compile and cuda_graph need a static
-    # denoising step this engine does not have yet.
-    ladder: tuple[str, ...] = ("eager", "sdpa")
+    # As for Stable Diffusion: fused attention, then the UNet3D's noise prediction over every
+    # frame and the decode of every frame compiled (channels-last, fused QKV), the noise
+    # prediction replayed as one CUDA graph, and the UNet3D's linear layers quantized.
+    ladder: tuple[str, ...] = ("eager", "sdpa", "compile", "cuda_graph", "quant")
     # None yet: a pull request's head and base would each pay 50 eager UNet3D evaluations over 16
     # frames a round for a case no GPU run has measured.
     pr_levers: tuple[str, ...] = ()
@@ -56,7 +58,7 @@ class VideoWorkload(Family):
         video.check_checkpoint(path)
 
     def supports_for(self, task: str) -> frozenset[str]:
-        return frozenset()   # no static denoising step yet: compile and cuda_graph say so and skip
+        return frozenset({"static_denoise", "quantize"})
 
     def tasks_at(self, scale: str) -> tuple[str, ...]:
         return tuple(name for name, t in self.tasks.items() if scale in t.frames)
@@ -102,9 +104,11 @@ class VideoWorkload(Family):
         return batch_that_fits(min(fit, t.samples))
 
     def runner(self, model, batch, plan: Plan, decoders: DecoderCache):
-        if plan.engine != "library":
-            raise ValueError(f"video has no {plan.engine!r} engine yet: only the pipeline's loop (eager, sdpa)")
-        return VideoRunner(model, batch, plan.attn_implementation)
+        """The pipeline's loop over the shared parts, or the lean loop the compile, cuda_graph and
+        quant rungs share."""
+        if plan.engine == "library":
+            return VideoRunner(model, batch, plan.attn_implementation)
+        return DenoiseRunner(video_denoiser(model, batch, plan, decoders), plan.cuda_graph, plan.attn_implementation)
 
     def decode_bytes(self, model, batch) -> float:
         """Fewest bytes a denoising step moves: the UNet's weights, read once. The step is
