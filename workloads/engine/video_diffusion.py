@@ -159,6 +159,7 @@ class VideoDenoiser(_VideoLoop, LeanDenoiser):
 
     set_attention = staticmethod(video.set_attn_implementation)
     attention_record = staticmethod(attention_record)
+    unet_of = staticmethod(lambda pipe: pipe.unet)
     warm_tokens = 1   # DDIM: one evaluation a step; one step compiles the step and the decode
 
     def __init__(self, pipe, batch, plan: Plan):
