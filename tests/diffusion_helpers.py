@@ -54,3 +54,44 @@ def check_the_plan_selects_the_attention_processors(wl, task: str, pipe, family,
         assert {type(p) for net in (pipe.unet, pipe.vae) for p in net.attn_processors.values()} == {cls}
         assert pipe.text_encoder.config._attn_implementation == lever == family.attn_implementation(pipe)
     return ctx
+
+
+def lean(wl, model, batch, plan, decoders=None):
+    """A lean-engine runner of `plan` over `model`, set up (compiled, captured) and run once."""
+    from workloads.engine.cache import DecoderCache
+
+    runner = wl.runner(model, batch, plan, DecoderCache() if decoders is None else decoders)
+    for _, step in runner.setup_steps():
+        step()
+    runner.prepare()
+    runner.run()
+    return runner
+
+
+def check_graphed_step_matches_eager(wl, task: str, family, preset: str, device, make_batch, run_eager, rtol: float):
+    """cuda_graph in fp32 without TF32: the replayed noise prediction gives eager's latents
+    within `rtol` of their scale, and the compile rung's exactly (one engine for both rungs)."""
+    import pytest
+
+    from workloads.engine.cache import DecoderCache
+    from workloads.levers import Context, plan_for
+
+    if device.type != "cuda":
+        pytest.skip("CUDA graphs need a GPU; on the CPU the compile rung's test covers the step")
+    pipe = family.build(family.PRESETS[preset], device, dtype=torch.float32)
+    b = make_batch(pipe, steps=3).to(device)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        ref = run_eager(pipe, b, "eager").outputs()
+        decoders = DecoderCache()
+        ctx = Context(device, wl.supports_for(task), tuning=False)
+        compiled = lean(wl, pipe, b, plan_for("compile", ctx, wl.ladder)[0], decoders).outputs()["latents"].clone()
+        graphed = lean(wl, pipe, b, plan_for("cuda_graph", ctx, wl.ladder)[0], decoders)
+        assert graphed.den.captured and len(decoders) == 1
+        got = graphed.outputs()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    scale = float(ref["latents"].abs().max())
+    assert float((got["latents"] - ref["latents"]).abs().max()) <= rtol * scale
+    assert torch.equal(got["latents"], compiled)

@@ -15,6 +15,7 @@ from workloads.levers import Context, plan_for
 from workloads.measure.timing import Stopwatch
 from workloads.models import imagen
 
+from .diffusion_helpers import lean
 from .test_imagen import CPU, WL, _batch, _run
 
 pytest.importorskip("diffusers", reason="imagen runs diffusers' UNets; install diffusers (pip install diffusers)")
@@ -26,12 +27,7 @@ def tiny():
 
 
 def _lean(model, b, plan, decoders=None):
-    runner = WL.runner(model, b, plan, DecoderCache() if decoders is None else decoders)
-    for _, step in runner.setup_steps():
-        step()
-    runner.prepare()
-    runner.run()
-    return runner
+    return lean(WL, model, b, plan, decoders)
 
 
 @settings(max_examples=4)

@@ -19,8 +19,8 @@ from workloads.suites import WORKLOADS
 from workloads.suites.matrix import matrix
 from workloads.tasks import text_to_image
 
-from .diffusion_helpers import (check_clip_layout_and_seeded_noise,
-                               check_the_plan_selects_the_attention_processors, latent_batch, run)
+from .diffusion_helpers import (check_clip_layout_and_seeded_noise, check_graphed_step_matches_eager,
+                               check_the_plan_selects_the_attention_processors, latent_batch, lean, run)
 
 pytest.importorskip("diffusers", reason="sd15 runs diffusers' pipeline; install diffusers (pip install diffusers)")
 
@@ -165,13 +165,8 @@ def test_the_plan_selects_the_attention_processors(tiny):
 
 
 # -- the lean denoising loop (compile, cuda_graph) ------------------------------------------
-def _lean(tiny, b, plan, decoders=None):
-    runner = WL.runner(tiny, b, plan, DecoderCache() if decoders is None else decoders)
-    for _, step in runner.setup_steps():
-        step()
-    runner.prepare()
-    runner.run()
-    return runner
+def _lean(model, b, plan, decoders=None):
+    return lean(WL, model, b, plan, decoders)
 
 
 @given(seed=st.sampled_from([0, 1, 2]), lengths=st.lists(st.sampled_from([0, 10, 75]), min_size=1, max_size=2),
@@ -248,25 +243,7 @@ def test_quantized_unet_stays_within_the_quality_bound(tiny, seed, steps):
 def test_graphed_step_matches_eager_on_the_gpu(device):
     """cuda_graph: the compiled noise prediction replayed as one graph, in fp32 without TF32,
     gives eager's latents within fp32 rounding, and the compile rung's, which shares the copy."""
-    if device.type != "cuda":
-        pytest.skip("CUDA graphs need a GPU; on the CPU the compile rung's test covers the step")
-    pipe = sd15.build(sd15.PRESETS["sd15-tiny"], device, dtype=torch.float32)
-    b = _batch(pipe, steps=3).to(device)
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        ref = _run(pipe, b, "eager").outputs()
-        decoders = DecoderCache()
-        ctx = Context(device, WL.supports_for("T-I"), tuning=False)
-        compiled = _lean(pipe, b, plan_for("compile", ctx, WL.ladder)[0], decoders).outputs()["latents"].clone()
-        graphed = _lean(pipe, b, plan_for("cuda_graph", ctx, WL.ladder)[0], decoders)
-        assert graphed.den.captured and len(decoders) == 1
-        got = graphed.outputs()
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-    scale = float(ref["latents"].abs().max())
-    assert float((got["latents"] - ref["latents"]).abs().max()) <= LATENT_RTOL * scale
-    assert torch.equal(got["latents"], compiled)
+    check_graphed_step_matches_eager(WL, "T-I", sd15, "sd15-tiny", device, _batch, _run, LATENT_RTOL)
 
 
 @given(seed=st.sampled_from([0, 1, 2, 3]), lengths=st.lists(st.sampled_from([0, 10, 39, 75]), min_size=1, max_size=2),

@@ -14,6 +14,7 @@ from workloads.levers import Context, plan_for
 from workloads.measure.timing import Stopwatch
 from workloads.models import video
 
+from .diffusion_helpers import check_graphed_step_matches_eager, lean
 from .test_video import CPU, LATENT_RTOL, VIDEO_ATOL, WL, _batch, _run
 
 pytest.importorskip("diffusers", reason="video runs diffusers' UNet3D; install diffusers (pip install diffusers)")
@@ -24,13 +25,8 @@ def tiny():
     return video.build(video.PRESETS["video-tiny"], CPU, dtype=torch.float32)
 
 
-def _lean(pipe, b, plan, decoders=None):
-    runner = WL.runner(pipe, b, plan, DecoderCache() if decoders is None else decoders)
-    for _, step in runner.setup_steps():
-        step()
-    runner.prepare()
-    runner.run()
-    return runner
+def _lean(model, b, plan, decoders=None):
+    return lean(WL, model, b, plan, decoders)
 
 
 @settings(max_examples=4)
@@ -127,22 +123,4 @@ def test_graphed_step_matches_eager_on_the_gpu(device):
     """cuda_graph: the compiled noise prediction over every frame replayed as one graph, in fp32
     without TF32, gives eager's latents within fp32 rounding, and the compile rung's exactly
     (one engine for both rungs)."""
-    if device.type != "cuda":
-        pytest.skip("CUDA graphs need a GPU; on the CPU the compile rung's test covers the step")
-    pipe = video.build(video.PRESETS["video-tiny"], device, dtype=torch.float32)
-    b = _batch(pipe, steps=3).to(device)
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        ref = _run(pipe, b, "eager").outputs()
-        decoders = DecoderCache()
-        ctx = Context(device, WL.supports_for("T-V"), tuning=False)
-        compiled = _lean(pipe, b, plan_for("compile", ctx, WL.ladder)[0], decoders).outputs()["latents"].clone()
-        graphed = _lean(pipe, b, plan_for("cuda_graph", ctx, WL.ladder)[0], decoders)
-        assert graphed.den.captured and len(decoders) == 1
-        got = graphed.outputs()
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-    scale = float(ref["latents"].abs().max())
-    assert float((got["latents"] - ref["latents"]).abs().max()) <= LATENT_RTOL * scale
-    assert torch.equal(got["latents"], compiled)
+    check_graphed_step_matches_eager(WL, "T-V", video, "video-tiny", device, _batch, _run, LATENT_RTOL)
