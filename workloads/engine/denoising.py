@@ -42,6 +42,15 @@ def score_record(unet, batch) -> dict:
                   "formula_bytes": top["elements"] * dtype_bytes}
 
 
+def shape_records(kind, model, batch) -> dict:
+    """What a step's shapes alone decide, for a runner or engine class `kind` (its family's
+    `attention_record` and `unet_of`): the attention calls, and the score formula where sized."""
+    out = {"attention_calls": kind.attention_record(model, batch)}
+    if kind.unet_of is not None:
+        out["attention_scores"] = score_record(kind.unet_of(model), batch)
+    return out
+
+
 class SharedModelRunner(RunnerBase):
     """Subclasses set `set_attention(model, implementation)` and `attention_record(model,
     batch)` (the family's and the engine's) and implement `run` and `outputs`."""
@@ -54,21 +63,16 @@ class SharedModelRunner(RunnerBase):
         self.model = model
         self.batch = batch
         self.attn_implementation = attn_implementation
-        self._attention = self._scores = None
+        self._records = None
 
     def prepare(self) -> None:
         # The model is shared with the other rungs of the case: each sets what it needs.
         type(self).set_attention(self.model, self.attn_implementation)
 
     def recorded(self) -> dict:
-        if self._attention is None:
-            self._attention = type(self).attention_record(self.model, self.batch)
-        out = {"attention_calls": self._attention}
-        if type(self).unet_of is not None:
-            if self._scores is None:
-                self._scores = score_record(type(self).unet_of(self.model), self.batch)
-            out["attention_scores"] = self._scores
-        return out
+        if self._records is None:
+            self._records = shape_records(type(self), self.model, self.batch)
+        return self._records
 
 
 # -- the lean engines the compile, cuda_graph and quant rungs run ---------------------------
@@ -181,7 +185,7 @@ class LeanDenoiser:
         self.model, self.batch = model, batch
         self.compiled, self.quant = plan.compile, None
         self.steps: tuple[StaticStep, ...] = ()
-        self.warmed, self.attention, self.scores = False, None, None
+        self.warmed, self.records = False, None
         self.setup_metrics: dict = {}
 
     @property
@@ -209,14 +213,9 @@ class LeanDenoiser:
         return {}
 
     def recorded(self) -> dict:
-        if self.attention is None:
-            self.attention = type(self).attention_record(self.model, self.batch)
-        out = {"attention_calls": self.attention}
-        if type(self).unet_of is not None:
-            if self.scores is None:
-                self.scores = score_record(type(self).unet_of(self.model), self.batch)
-            out["attention_scores"] = self.scores
-        return out
+        if self.records is None:
+            self.records = shape_records(type(self), self.model, self.batch)
+        return self.records
 
 
 class DenoiseRunner(RunnerBase):
